@@ -151,6 +151,7 @@ class Attention(nn.Module):
         self.heads, self.head_dim = h, hd
         self.q, self.k, self.v = (nn.Linear(w, h * hd) for _ in range(3))
         self.o = nn.Linear(h * hd, w)  # its bias is added once, after the partials are summed
+        self.context = nn.Identity()  # probe point: per-head context (B, T, h*hd), for importance hooks
 
     def partial(self, x: torch.Tensor, bias: torch.Tensor | None, cache: KVCache | None, i: int):
         """This shard's heads projected back to the stream, without the output bias: (B, T, w)."""
@@ -161,7 +162,8 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.extend(i, k, v)  # (B, h, S, hd)
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, T, hd)
-        return F.linear(ctx.transpose(1, 2).reshape(B, T, -1), self.o.weight)
+        ctx = self.context(ctx.transpose(1, 2).reshape(B, T, -1))  # (B, T, h*hd)
+        return F.linear(ctx, self.o.weight)
 
 
 class FeedForward(nn.Module):
@@ -170,9 +172,10 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(w, f)
         self.fc2 = nn.Linear(f, w)  # its bias is added once, after the partials are summed
         self.act = ACTIVATIONS[activation]
+        self.activation = nn.Identity()  # probe point: neuron activations (B, T, f), for importance hooks
 
     def partial(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act(self.fc1(x)), self.fc2.weight)  # (B, T, w)
+        return F.linear(self.activation(self.act(self.fc1(x))), self.fc2.weight)  # (B, T, w)
 
 
 class Block(nn.Module):
