@@ -28,7 +28,7 @@ class LoadedModel:
     name: str  # what the user asked for
     path: str  # local folder or hub id that was loaded
     model: nn.Module  # the Hugging Face model, eval mode
-    processor: object  # tokenizer (text) or image processor (ViT)
+    processor: object | None  # tokenizer (text) or image processor (ViT); None if the folder ships none
     canonical: Canonical  # the same model in our modules
 
 
@@ -76,10 +76,10 @@ def load_model(name: str = DEFAULT_MODEL, pooling: str | None = None) -> LoadedM
     elif arch.endswith("ForImageClassification"):
         auto = AutoModelForImageClassification
     model = auto.from_pretrained(path).eval()
-    if config.model_type == "vit":
-        processor = AutoImageProcessor.from_pretrained(path)
-    else:
-        processor = AutoTokenizer.from_pretrained(path)
+    try:
+        processor = (AutoImageProcessor if config.model_type == "vit" else AutoTokenizer).from_pretrained(path)
+    except (OSError, ValueError):
+        processor = None  # weights alone are enough to decompose; serving and data need a processor
     folder_pooling, normalize = sentence_pooling(path)
     canonical = canonicalize(model, pooling or folder_pooling, normalize)
     return LoadedModel(name, path, model, processor, canonical)

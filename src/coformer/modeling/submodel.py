@@ -17,6 +17,7 @@ A block can run in two ways:
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -223,7 +224,8 @@ class SubModel(nn.Module):
     @classmethod
     def from_state_dict(cls, config: SubModelConfig, state: dict[str, torch.Tensor]) -> SubModel:
         """Build without initialising random weights first (fast for large models)."""
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # devices without heads
             model = cls(config)
         model.load_state_dict(state, strict=False, assign=True)
         model.channel_index = torch.tensor(config.channels, dtype=torch.long)

@@ -1,0 +1,108 @@
+"""Texts from the embedded corpus or from anything Hugging Face ``datasets`` can open.
+
+A data source is ``"builtin"`` (the docstring corpus), a local ``.txt`` / ``.jsonl`` / ``.json`` /
+``.csv`` file or a folder of them, or a hub dataset id (which works only where the user has it
+cached or has network). Every source is cut into the same two splits, ``calibration`` and
+``evaluation``, deterministically from ``seed``, so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from coformer.data.corpus import SPLITS, builtin_texts, check_split
+from coformer.errors import DataError
+
+BUILTIN = "builtin"
+BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv"}  # suffix -> datasets builder
+EVALUATION_SHARE = 0.2  # held out when a source has no evaluation split of its own
+EVALUATION_SPLITS = ("test", "validation")  # a source's own held-out splits, in order of preference
+
+
+def open_datasets(builder: str, what: str, **kwargs):
+    """``datasets.load_dataset`` with its many failure types turned into one DataError."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(builder, **kwargs)
+    except Exception as e:  # noqa: BLE001 - datasets raises anything from OSError to its own errors
+        raise DataError(
+            f"cannot load {what} through Hugging Face datasets ({type(e).__name__}: {e}); give "
+            f"'{BUILTIN}', a local {'/'.join(BUILDERS)} file or folder, or a hub id you have cached"
+        ) from e
+
+
+def local_builder(path: Path) -> tuple[str, list[str]]:
+    """(datasets builder, data files) for a local file or a folder of files of one kind."""
+    files = sorted(p for p in path.rglob("*") if p.suffix in BUILDERS) if path.is_dir() else [path]
+    builders = {BUILDERS.get(p.suffix) for p in files}
+    if not files or None in builders:
+        raise DataError(f"{path} holds no data file we can read; use {', '.join(BUILDERS)} files")
+    if len(builders) > 1:
+        raise DataError(f"{path} mixes file kinds {sorted(builders)}; keep one kind per data folder")
+    return builders.pop(), [str(p) for p in files]
+
+
+def open_text_source(source: str):
+    """The ``DatasetDict`` behind a local path or a hub id."""
+    path = Path(source).expanduser()
+    if path.exists():
+        builder, files = local_builder(path)
+        return open_datasets(builder, f"{path}", data_files=files)
+    if path.suffix in BUILDERS:
+        raise DataError(f"data file {source!r} does not exist; check the path")
+    return open_datasets(source, f"hub dataset {source!r}")
+
+
+def choose_split(dataset_dict, split: str, seed: int):
+    """One of our two splits, shuffled from ``seed``: the source's own train/test(or validation)
+    splits where it has both, else a seeded 80/20 cut of its one (or ``train``) split."""
+    names = list(dataset_dict)
+    held_out = next((n for n in EVALUATION_SPLITS if n in names), None)
+    if "train" in names and held_out is not None:
+        own = dataset_dict["train" if split == SPLITS[0] else held_out]
+        return own.shuffle(seed=seed, keep_in_memory=True)
+    whole = dataset_dict["train" if "train" in names else sorted(names)[0]]
+    if len(whole) < 2:
+        raise DataError(f"the data source has {len(whole)} row(s); it needs at least 2 to split")
+    parts = whole.train_test_split(test_size=EVALUATION_SHARE, seed=seed, keep_in_memory=True)
+    return parts["train" if split == SPLITS[0] else "test"]
+
+
+def column_texts(dataset, text_field: str, limit: int | None) -> list[str]:
+    """Non-empty strings of one column, up to ``limit``."""
+    if text_field not in dataset.column_names:
+        raise DataError(
+            f"the data source has no text field {text_field!r}; available columns: "
+            f"{', '.join(dataset.column_names)} (set text_field to one of them)"
+        )
+    texts = []
+    for value in dataset.select_columns([text_field]):
+        text = value[text_field]
+        if not isinstance(text, str):
+            raise DataError(f"field {text_field!r} holds {type(text).__name__}, not text; pick a text column")
+        if text.strip():
+            texts.append(text)
+        if limit is not None and len(texts) >= limit:
+            break
+    return texts
+
+
+def load_texts(
+    source: str = BUILTIN,
+    split: str = "calibration",
+    limit: int | None = None,
+    text_field: str = "text",
+    seed: int = 0,
+) -> list[str]:
+    """Texts of one split of a source, in an order shuffled from ``seed``."""
+    check_split(split)
+    if source == BUILTIN:
+        texts = builtin_texts(split)
+        random.Random(seed).shuffle(texts)
+        return texts[:limit] if limit is not None else texts
+    texts = column_texts(choose_split(open_text_source(source), split, seed), text_field, limit)
+    if not texts:
+        raise DataError(f"split {split!r} of {source!r} has no non-empty {text_field!r} texts")
+    return texts
