@@ -40,6 +40,9 @@ MIN_QUERY_CHARS, MAX_QUERY_CHARS, MIN_QUERY_WORDS = 20, 300, 4  # a real sentenc
 MIN_DOCUMENT_CHARS, MIN_DOCUMENT_WORDS = 80, 12  # enough body to be worth retrieving
 MIN_TOPIC_PARAGRAPH_CHARS = 80
 
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)  # nodes with docstrings
+STATEMENT_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")  # fields holding statements
+
 
 @dataclass(frozen=True)
 class RetrievalPair:
@@ -84,9 +87,21 @@ def docstrings(path: Path) -> list[str]:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError, OSError):
         return []
-    nodes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-    texts = [ast.get_docstring(n) for n in ast.walk(tree) if isinstance(n, nodes)]
+    texts = [ast.get_docstring(n) for n in definitions(tree)]
     return [t for t in texts if t]
+
+
+def definitions(node: ast.AST):
+    """The module, classes and functions under ``node`` in source order.
+
+    Only statement blocks are entered (docstrings cannot live inside expressions), which is
+    several times faster than ``ast.walk`` over every node.
+    """
+    if isinstance(node, DOCUMENTED):
+        yield node
+    for field in STATEMENT_BLOCKS:
+        for child in getattr(node, field, None) or ():
+            yield from definitions(child)
 
 
 def split_docstring(text: str) -> tuple[str, str] | None:

@@ -33,23 +33,28 @@ def open_datasets(builder: str, what: str, **kwargs):
         ) from e
 
 
-def local_builder(path: Path) -> tuple[str, list[str]]:
-    """(datasets builder, data files) for a local file or a folder of files of one kind."""
+def local_builder(path: Path) -> str:
+    """The datasets builder for a local file or a folder of files of one kind."""
     files = sorted(p for p in path.rglob("*") if p.suffix in BUILDERS) if path.is_dir() else [path]
     builders = {BUILDERS.get(p.suffix) for p in files}
     if not files or None in builders:
         raise DataError(f"{path} holds no data file we can read; use {', '.join(BUILDERS)} files")
     if len(builders) > 1:
         raise DataError(f"{path} mixes file kinds {sorted(builders)}; keep one kind per data folder")
-    return builders.pop(), [str(p) for p in files]
+    return builders.pop()
 
 
 def open_text_source(source: str):
-    """The ``DatasetDict`` behind a local path or a hub id."""
+    """The ``DatasetDict`` behind a local path or a hub id.
+
+    A folder goes in as ``data_dir`` so that datasets reads its own splits from file names
+    (``train.jsonl`` + ``test.jsonl``); a single file is one split.
+    """
     path = Path(source).expanduser()
+    if path.is_dir():
+        return open_datasets(local_builder(path), f"{path}", data_dir=str(path))
     if path.exists():
-        builder, files = local_builder(path)
-        return open_datasets(builder, f"{path}", data_files=files)
+        return open_datasets(local_builder(path), f"{path}", data_files=str(path))
     if path.suffix in BUILDERS:
         raise DataError(f"data file {source!r} does not exist; check the path")
     return open_datasets(source, f"hub dataset {source!r}")
@@ -66,7 +71,7 @@ def choose_split(dataset_dict, split: str, seed: int):
     whole = dataset_dict["train" if "train" in names else sorted(names)[0]]
     if len(whole) < 2:
         raise DataError(f"the data source has {len(whole)} row(s); it needs at least 2 to split")
-    parts = whole.train_test_split(test_size=EVALUATION_SHARE, seed=seed, keep_in_memory=True)
+    parts = whole.train_test_split(test_size=EVALUATION_SHARE, seed=seed)
     return parts["train" if split == SPLITS[0] else "test"]
 
 
