@@ -18,7 +18,7 @@ from coformer.decompose import (
     quotas,
     shape_of,
 )
-from coformer.decompose.builder import deal
+from coformer.decompose.builder import block_quotas, deal
 from coformer.errors import CoFormerError, PolicyError
 
 SHAPE = ModelShape(num_layers=2, num_heads=4, ffn_size=8, hidden_size=16)
@@ -77,6 +77,14 @@ def test_quotas_are_exact_and_proportional(total, shares):
     assert sum(counts) == total
     for c, s in zip(counts, shares):
         assert abs(c - total * s / sum(shares)) < 1
+
+
+@pytest.mark.parametrize("total,shares,blocks", [(4, [3, 2, 1], 3), (12, [0.45, 0.35, 0.2], 6), (5, [1, 0, 1], 4)])
+def test_block_quotas_stay_proportional_over_blocks(total, shares, blocks):
+    per_block = block_quotas(total, shares, blocks)
+    assert all(sum(c) == total and min(c) >= 0 for c in per_block)
+    for k, s in enumerate(shares):
+        assert abs(sum(c[k] for c in per_block) - blocks * total * s / sum(shares)) < 1
 
 
 def test_dealing_rules():

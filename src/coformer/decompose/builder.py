@@ -43,6 +43,23 @@ def quotas(total: int, shares: list[float]) -> list[int]:
     return counts
 
 
+def block_quotas(total: int, shares: list[float], blocks: int) -> list[list[int]]:
+    """Per-block quotas whose sums over blocks stay proportional too.
+
+    Rounding the same split in every block would hand one device the same extra unit L times;
+    instead each block splits in proportion to what every device is still owed.
+    """
+    weight = sum(shares)
+    assigned = [0] * len(shares)
+    per_block = []
+    for b in range(1, blocks + 1):
+        owed = [max(0.0, b * total * s / weight - a) if weight > 0 else 0.0 for s, a in zip(shares, assigned)]
+        counts = quotas(total, owed)
+        assigned = [a + c for a, c in zip(assigned, counts)]
+        per_block.append(counts)
+    return per_block
+
+
 def deal(ranked: list[int], counts: list[int], dealing: Dealing) -> list[list[int]]:
     """Deal ranked unit indices (most important first) into ``len(counts)`` sorted groups."""
     groups: list[list[int]] = [[] for _ in counts]
@@ -85,9 +102,9 @@ def build_policy(
         ("neurons", importance.neurons, shape.ffn_size),
     ):
         kept = max(1, round(keep * size))
-        counts = quotas(kept, [getattr(s, kind) for s in shares])
+        counts = block_quotas(kept, [getattr(s, kind) for s in shares], shape.num_layers)
         for b in range(shape.num_layers):
-            for k, group in enumerate(deal(top(scores[b], kept), counts, dealing)):
+            for k, group in enumerate(deal(top(scores[b], kept), counts[b], dealing)):
                 per_device[k][kind].append(group)
     devices = []
     for share, units in zip(shares, per_device):
