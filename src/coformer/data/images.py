@@ -54,7 +54,8 @@ def image_column(dataset) -> str:
     for name, feature in dataset.features.items():
         if isinstance(feature, datasets.Image):
             return name
-    raise DataError(f"the data source has no image column (columns: {', '.join(dataset.column_names)}); give an image dataset")
+    columns = ", ".join(dataset.column_names)
+    raise DataError(f"the data source has no image column (columns: {columns}); give an image dataset")
 
 
 def load_images(

@@ -75,23 +75,27 @@ def choose_split(dataset_dict, split: str, seed: int):
     return parts["train" if split == SPLITS[0] else "test"]
 
 
-def column_texts(dataset, text_field: str, limit: int | None) -> list[str]:
-    """Non-empty strings of one column, up to ``limit``."""
-    if text_field not in dataset.column_names:
+def is_nonempty(text: str | None) -> bool:
+    return bool(text and text.strip())
+
+
+def text_rows(dataset_dict, text_field: str):
+    """The source without rows whose ``text_field`` is empty, after checking the field is text.
+
+    Empty rows (blank lines of a ``.txt``) go before the split, so split sizes count real texts.
+    """
+    import datasets
+
+    first = next(iter(dataset_dict.values()))
+    if text_field not in first.column_names:
         raise DataError(
             f"the data source has no text field {text_field!r}; available columns: "
-            f"{', '.join(dataset.column_names)} (set text_field to one of them)"
+            f"{', '.join(first.column_names)} (set text_field to one of them)"
         )
-    texts = []
-    for value in dataset.select_columns([text_field]):
-        text = value[text_field]
-        if not isinstance(text, str):
-            raise DataError(f"field {text_field!r} holds {type(text).__name__}, not text; pick a text column")
-        if text.strip():
-            texts.append(text)
-        if limit is not None and len(texts) >= limit:
-            break
-    return texts
+    feature = first.features[text_field]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        raise DataError(f"field {text_field!r} holds {feature}, not text; set text_field to a text column")
+    return dataset_dict.filter(is_nonempty, input_columns=[text_field], keep_in_memory=True)
 
 
 def load_texts(
@@ -107,7 +111,9 @@ def load_texts(
         texts = builtin_texts(split)
         random.Random(seed).shuffle(texts)
         return texts[:limit] if limit is not None else texts
-    texts = column_texts(choose_split(open_text_source(source), split, seed), text_field, limit)
+    dataset = choose_split(text_rows(open_text_source(source), text_field), split, seed)
+    chosen = dataset.select(range(min(len(dataset), limit))) if limit is not None else dataset
+    texts = list(chosen[text_field])
     if not texts:
         raise DataError(f"split {split!r} of {source!r} has no non-empty {text_field!r} texts")
     return texts
