@@ -44,8 +44,50 @@ def linear(module: nn.Linear) -> Weights:
     return {"weight": module.weight, "bias": module.bias}
 
 
+def layer_norm(module: nn.LayerNorm) -> Weights:
+    return {"weight": module.weight, "bias": module.bias}
+
+
 def prefixed(prefix: str, weights: Weights) -> Weights:
     return {f"{prefix}.{k}": v for k, v in weights.items() if v is not None}
+
+
+def encoder_config(family: str, config, **shape) -> SubModelConfig:
+    """``SubModelConfig`` from the BERT-style config names that BERT and ViT share."""
+    return SubModelConfig(
+        family=family,
+        activation=config.hidden_act,
+        layer_norm_eps=config.layer_norm_eps,
+        hidden_size=config.hidden_size,
+        channels=list(range(config.hidden_size)),
+        head_dim=config.hidden_size // config.num_attention_heads,
+        heads_per_block=[config.num_attention_heads] * config.num_hidden_layers,
+        neurons_per_block=[config.intermediate_size] * config.num_hidden_layers,
+        **shape,
+    )
+
+
+def pooled_head(
+    config, base: nn.Module, model: nn.Module, pooling: str, normalize: bool, final_norm: nn.LayerNorm | None
+) -> tuple[HeadConfig, Weights]:
+    """Final norm, pooling (incl. a BERT-style ``pooler.dense``) and an optional ``classifier``."""
+    classifier = getattr(model, "classifier", None)
+    head = HeadConfig(
+        hidden_size=config.hidden_size,
+        final_norm=final_norm is not None,
+        layer_norm_eps=config.layer_norm_eps,
+        pooling=pooling,
+        normalize=normalize,
+        projection="classifier" if classifier is not None else "none",
+        num_outputs=classifier.out_features if classifier is not None else 0,
+        projection_bias=True,
+    )
+    weights = prefixed("norm", layer_norm(final_norm)) if final_norm is not None else {}
+    if pooling == "pooler":
+        weights |= prefixed("pooler", linear(base.pooler.dense))
+    if classifier is not None:
+        weights |= prefixed("projection", linear(classifier))
+    return head, weights
 
 
 class Adapter(ABC):

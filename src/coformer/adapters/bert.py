@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from coformer.adapters.base import Adapter, Weights, linear, prefixed
+from coformer.adapters.base import Adapter, Weights, encoder_config, layer_norm, linear, pooled_head, prefixed
 from coformer.errors import ModelError
 from coformer.modeling import HeadConfig, SubModelConfig
-
-
-def layer_norm(module) -> Weights:
-    return {"weight": module.weight, "bias": module.bias}
 
 
 class BertAdapter(Adapter):
@@ -24,18 +20,12 @@ class BertAdapter(Adapter):
 
     def body_config(self) -> SubModelConfig:
         c = self.hf_config
-        return SubModelConfig(
-            family=self.family,
+        return encoder_config(
+            self.family,
+            c,
             embedding="bert",
             norm_position="post",
-            activation=c.hidden_act,
             causal=False,
-            layer_norm_eps=c.layer_norm_eps,
-            hidden_size=c.hidden_size,
-            channels=list(range(c.hidden_size)),
-            head_dim=c.hidden_size // c.num_attention_heads,
-            heads_per_block=[c.num_attention_heads] * c.num_hidden_layers,
-            neurons_per_block=[c.intermediate_size] * c.num_hidden_layers,
             vocab_size=c.vocab_size,
             max_positions=c.max_position_embeddings,
             type_vocab_size=c.type_vocab_size,
@@ -64,22 +54,5 @@ class BertAdapter(Adapter):
         )
 
     def head(self) -> tuple[HeadConfig, Weights]:
-        c = self.hf_config
-        classifier = getattr(self.model, "classifier", None)
-        pooler = getattr(self.base, "pooler", None)
-        pooling = self.pooling or ("pooler" if pooler is not None else "cls")
-        config = HeadConfig(
-            hidden_size=c.hidden_size,
-            final_norm=False,
-            pooling=pooling,
-            normalize=self.normalize,
-            projection="classifier" if classifier is not None else "none",
-            num_outputs=classifier.out_features if classifier is not None else 0,
-            projection_bias=True,
-        )
-        weights: Weights = {}
-        if pooling == "pooler":
-            weights |= prefixed("pooler", linear(pooler.dense))
-        if classifier is not None:
-            weights |= prefixed("projection", linear(classifier))
-        return config, weights
+        pooling = self.pooling or ("pooler" if getattr(self.base, "pooler", None) is not None else "cls")
+        return pooled_head(self.hf_config, self.base, self.model, pooling, self.normalize, final_norm=None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coformer.adapters.base import Adapter, Weights, prefixed
+from coformer.adapters.base import Adapter, Weights, layer_norm, prefixed
 from coformer.errors import ModelError
 from coformer.modeling import HeadConfig, SubModelConfig
 
@@ -50,11 +50,11 @@ class GPT2Adapter(Adapter):
         q, k, v = qkv["weight"].chunk(3, dim=0)
         qb, kb, vb = qkv["bias"].chunk(3, dim=0)
         return (
-            prefixed("norm1", {"weight": block.ln_1.weight, "bias": block.ln_1.bias})
+            prefixed("norm1", layer_norm(block.ln_1))
             | {"attn.q.weight": q, "attn.q.bias": qb, "attn.k.weight": k, "attn.k.bias": kb}
             | {"attn.v.weight": v, "attn.v.bias": vb}
             | prefixed("attn.o", conv1d(block.attn.c_proj))
-            | prefixed("norm2", {"weight": block.ln_2.weight, "bias": block.ln_2.bias})
+            | prefixed("norm2", layer_norm(block.ln_2))
             | prefixed("ffn.fc1", conv1d(block.mlp.c_fc))
             | prefixed("ffn.fc2", conv1d(block.mlp.c_proj))
         )
@@ -69,7 +69,7 @@ class GPT2Adapter(Adapter):
             projection="lm" if lm is not None else "none",
             num_outputs=c.vocab_size if lm is not None else 0,
         )
-        weights = {"norm.weight": self.base.ln_f.weight, "norm.bias": self.base.ln_f.bias}
+        weights = prefixed("norm", layer_norm(self.base.ln_f))
         if lm is not None:
             weights["projection.weight"] = lm.weight  # tied to wte unless the checkpoint says otherwise
         return config, weights

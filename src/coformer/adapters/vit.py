@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from coformer.adapters.base import Adapter, Weights, linear, prefixed
+from coformer.adapters.base import Adapter, Weights, encoder_config, layer_norm, linear, pooled_head, prefixed
 from coformer.modeling import HeadConfig, SubModelConfig
-
-
-def layer_norm(module) -> Weights:
-    return {"weight": module.weight, "bias": module.bias}
 
 
 class ViTAdapter(Adapter):
@@ -20,18 +16,12 @@ class ViTAdapter(Adapter):
 
     def body_config(self) -> SubModelConfig:
         c = self.hf_config
-        return SubModelConfig(
-            family=self.family,
+        return encoder_config(
+            self.family,
+            c,
             embedding="vit",
             norm_position="pre",
-            activation=c.hidden_act,
             causal=False,
-            layer_norm_eps=c.layer_norm_eps,
-            hidden_size=c.hidden_size,
-            channels=list(range(c.hidden_size)),
-            head_dim=c.hidden_size // c.num_attention_heads,
-            heads_per_block=[c.num_attention_heads] * c.num_hidden_layers,
-            neurons_per_block=[c.intermediate_size] * c.num_hidden_layers,
             image_size=c.image_size,
             patch_size=c.patch_size,
             num_channels=c.num_channels,
@@ -58,23 +48,7 @@ class ViTAdapter(Adapter):
         )
 
     def head(self) -> tuple[HeadConfig, Weights]:
-        c = self.hf_config
+        has_pooler = getattr(self.base, "pooler", None) is not None
         classifier = getattr(self.model, "classifier", None)
-        pooler = getattr(self.base, "pooler", None)
-        pooling = self.pooling or ("cls" if classifier is not None or pooler is None else "pooler")
-        config = HeadConfig(
-            hidden_size=c.hidden_size,
-            final_norm=True,
-            layer_norm_eps=c.layer_norm_eps,
-            pooling=pooling,
-            normalize=self.normalize,
-            projection="classifier" if classifier is not None else "none",
-            num_outputs=classifier.out_features if classifier is not None else 0,
-            projection_bias=True,
-        )
-        weights = prefixed("norm", layer_norm(self.base.layernorm))
-        if pooling == "pooler":
-            weights |= prefixed("pooler", linear(pooler.dense))
-        if classifier is not None:
-            weights |= prefixed("projection", linear(classifier))
-        return config, weights
+        pooling = self.pooling or ("pooler" if has_pooler and classifier is None else "cls")
+        return pooled_head(self.hf_config, self.base, self.model, pooling, self.normalize, self.base.layernorm)

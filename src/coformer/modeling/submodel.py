@@ -22,8 +22,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from torch import nn
+
+from coformer.errors import ArtifactError, ModelError
 
 EmbeddingKind = Literal["gpt2", "bert", "vit"]
 NormPosition = Literal["pre", "post"]
@@ -60,6 +62,13 @@ class SubModelConfig(BaseModel):
     num_channels: int = 0  # vit input colour channels
     discount: bool = False  # pre-LN export subtracts the share of the start state it duplicates
     name: str = Field(default="full")  # device name
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, name: str) -> str:
+        if name not in ACTIVATIONS:
+            raise ModelError(f"activation {name!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+        return name
 
     @property
     def width(self) -> int:
@@ -231,8 +240,6 @@ class SubModel(nn.Module):
         model.channel_index = torch.tensor(config.channels, dtype=torch.long)
         missing = [n for n, p in model.state_dict().items() if p.is_meta]
         if missing:
-            from coformer.errors import ArtifactError
-
             raise ArtifactError(f"sub-model '{config.name}' weights lack {missing[:5]}; re-export it")
         return model
 
