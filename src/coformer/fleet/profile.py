@@ -40,13 +40,15 @@ class DeviceProfile(BaseModel):
 
     name: str = Field(min_length=1)  # unique within a fleet
     matmul_flops: float = Field(gt=0)  # effective FLOP/s of matrix products at the model's shapes
-    memory_bandwidth: float = Field(gt=0)  # bytes/s a streaming read+write reaches
+    memory_bandwidth: float = Field(gt=0)  # bytes/s of memory-bound operators (norms, activation, residual adds, softmax)
     memory_bytes: float = Field(gt=0)  # memory usable by the sub-model (params, activations, KV cache)
     link_bandwidth: float = Field(gt=0)  # bytes/s to the aggregator (each direction)
     link_rtt_s: float = Field(ge=0)  # round-trip time to the aggregator, seconds
     active_power_w: float = Field(ge=0)  # board power while computing, watts
     idle_power_w: float = Field(ge=0)  # board power while waiting (incl. while the radio transfers), watts
+    weight_bandwidth: float | None = Field(default=None, gt=0)  # bytes/s a matrix product takes to stream its weights in, on top of its compute; None: memory_bandwidth
     block_overhead_s: float = Field(default=0.0, ge=0)  # fixed cost per transformer block per forward (dispatch, launches)
+    forward_overhead_s: float = Field(default=0.0, ge=0)  # fixed cost per sub-model forward outside its blocks (embedding, mask, export)
     source: str = Field(min_length=1)  # "measured on <host> <date>" or "catalog: <device type>"
 
     @model_validator(mode="after")
@@ -90,7 +92,10 @@ class Fleet(BaseModel):
     @property
     def host_index(self) -> int:
         """Index of the device that also hosts the aggregator, or -1 for a separate gateway."""
-        return self.names.index(self.aggregator.name) if self.aggregator.name in self.names else -1
+        if "host" not in self._memo:
+            names = self.names
+            self._memo["host"] = names.index(self.aggregator.name) if self.aggregator.name in names else -1
+        return self._memo["host"]
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -101,8 +106,9 @@ class Fleet(BaseModel):
 
     def _arrays(self) -> dict[str, np.ndarray]:
         fields = ("matmul_flops", "memory_bandwidth", "memory_bytes", "link_bandwidth", "link_rtt_s")
-        fields += ("active_power_w", "idle_power_w", "block_overhead_s")
+        fields += ("active_power_w", "idle_power_w", "block_overhead_s", "forward_overhead_s")
         out = {f: np.array([getattr(d, f) for d in self.devices], dtype=float) for f in fields}
+        out["weight_bandwidth"] = np.array([d.weight_bandwidth or d.memory_bandwidth for d in self.devices], dtype=float)
         local = np.zeros(len(self.devices), dtype=bool)
         if self.host_index >= 0:
             local[self.host_index] = True
@@ -121,9 +127,6 @@ class Fleet(BaseModel):
     def single(self, name: str) -> Fleet:
         """One device that also aggregates: the full-model-on-one-device baseline."""
         return self.subset([name], aggregator=name)
-
-    def fastest(self) -> DeviceProfile:
-        return max(self.devices, key=lambda d: d.matmul_flops)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -1,0 +1,67 @@
+"""``coformer predict``: the cost model's latency, memory, traffic and energy of every regime on a fleet."""
+
+from __future__ import annotations
+
+import math
+
+import typer
+from rich.table import Table
+
+from coformer.cli import app, console
+from coformer.errors import CoFormerError
+
+PRECISIONS = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+def regime_table(rows, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("regime", "devices", "latency ms", "speedup", "energy J", "traffic MB", "fits"):
+        table.add_column(column, justify="left" if column in ("regime", "devices", "fits") else "right")
+    for row in rows:
+        r = row.report
+        fits = "yes" if r.feasible else "no: " + ", ".join(f"{name} +{over / 2**30:.2f} GiB" for name, over in r.overflow)
+        table.add_row(
+            row.name, str(len(row.devices)), f"{r.latency_s * 1e3:,.1f}", f"{row.speedup:.2f}x", f"{r.energy_j:.2f}",
+            f"{r.comm_bytes / 1e6:,.1f}", fits,
+        )
+    return table
+
+
+def memory_rich_table(memory: dict[str, dict[str, float]], fleet) -> Table:
+    table = Table(title="memory per device (GiB; usable memory in the header)")
+    table.add_column("regime")
+    for d in fleet.devices:
+        table.add_column(f"{d.name} ({d.memory_bytes / 2**30:.1f})", justify="right")
+    for name, per in memory.items():
+        table.add_row(name, *("-" if math.isnan(v) else f"{v / 2**30:.2f}" for v in per.values()))
+    return table
+
+
+@app.command("predict")
+def predict_command(
+    model: str = typer.Option("gpt2-xl", help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl, or a local model folder (shapes only)"),
+    fleet: str = typer.Option("paper", help="catalog fleet name or a fleet YAML/JSON file"),
+    precision: str = typer.Option("fp16", help="fp32 | fp16 | bf16: bytes of parameters, activations and KV cache"),
+    batch: int = typer.Option(1, min=1, help="sequences per request"),
+    seq_len: int = typer.Option(128, min=1, help="prompt tokens"),
+    decode_tokens: int = typer.Option(32, min=0, help="tokens generated after the prompt (causal models)"),
+    keep: float = typer.Option(1.0, help="CoFormer row: fraction of units kept"),
+    channels: float = typer.Option(1.0, help="CoFormer row: fraction of hidden channels per sub-model"),
+) -> None:
+    """Predict full model vs CoFormer (s=0) vs tensor parallelism (s=1) vs pipeline on a fleet."""
+    from coformer.fleet import ModelDims, Workload, load_fleet
+    from coformer.fleet.compare import compare_regimes, memory_table
+
+    if precision not in PRECISIONS:
+        raise CoFormerError(f"--precision {precision!r} must be one of {', '.join(PRECISIONS)}")
+    dims = ModelDims.named(model, PRECISIONS[precision])
+    target = load_fleet(fleet)
+    workload = Workload(batch=batch, seq_len=seq_len, decode_tokens=decode_tokens)
+    rows = compare_regimes(dims, target, workload, keep=keep, channels=channels)
+    console.print(
+        f"{model}: {dims.parameter_count() / 1e9:.3f} B parameters ({precision}), fleet '{target.name}' "
+        f"({', '.join(target.names)}; aggregator {target.aggregator.name}), batch {batch}, prompt {seq_len}, "
+        f"{decode_tokens} generated tokens"
+    )
+    console.print(regime_table(rows, "predicted per request (speedup over the full model on the fastest device)"))
+    console.print(memory_rich_table(memory_table(rows, target), target))
