@@ -37,7 +37,7 @@ from coformer.fleet.measure import measure_device  # noqa: E402
 from coformer.fleet.timing import pinned, time_call  # noqa: E402
 from coformer.loading import load_model  # noqa: E402
 
-console = Console()
+console = Console(width=150)
 TARGET_MEDIAN, TARGET_MAX, TARGET_EVALS = 15.0, 35.0, 10_000
 
 

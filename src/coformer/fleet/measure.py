@@ -1,8 +1,8 @@
 """Measure the machine this runs on as a device profile.
 
 A library function, not a script: the edge node's ``/profile`` endpoint runs the same code where
-a board stands. Everything is measured at the configured model's shapes, each figure the median
-of repeats after warm-up:
+a board stands. Everything is measured at the configured model's shapes, each figure the fastest
+(or the median) of repeats after warm-up (``coformer.fleet.timing`` says why):
 
 1. matrix products: the q/k/v/o and FFN products of up to L blocks, each with its own weights,
    at the request's rows and at one row; ``time = FLOPs / rate + weight bytes / weight bandwidth``
@@ -10,10 +10,11 @@ of repeats after warm-up:
 2. memory-bound operators (LayerNorm, activation, residual adds) at the model's shapes: the
    ``memory_bandwidth`` the cost model charges them with (a streaming add far beyond the caches
    is recorded too, for reference);
-3. the fixed per-block overhead: a block too small to cost anything but dispatch;
+3. fixed overheads: a one-block sub-model too small to compute anything, per block and for the
+   rest of its forward (embedding, mask, export);
 4. chains of random blocks at several unit fractions and row counts (a decode step with a KV
-   cache for causal models): the rate and weight bandwidth are refined by least squares so the
-   cost model reproduces them (products inside blocks run slower than back to back);
+   cache for causal models): rate, weight bandwidth and block overhead are refined by least
+   squares so the cost model reproduces them (products inside blocks run slower than back to back);
 5. the link to the aggregator: TCP over the loopback (a remote aggregator passes its own figures).
 """
 
