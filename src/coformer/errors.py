@@ -23,3 +23,7 @@ class ArtifactError(CoFormerError):
 
 class DataError(CoFormerError):
     """A dataset cannot be loaded or does not have the expected fields."""
+
+
+class InfeasibleFleetError(CoFormerError):
+    """Not even the smallest decomposition policy fits the memory of the fleet's devices."""

@@ -24,6 +24,7 @@ def cli() -> None:
 from coformer.cli import decompose  # noqa: E402,F401  (registers its command)
 from coformer.cli import predict  # noqa: E402,F401  (registers its command)
 from coformer.cli import profile  # noqa: E402,F401  (registers its command)
+from coformer.cli import search  # noqa: E402,F401  (registers its command)
 
 
 def main() -> None:

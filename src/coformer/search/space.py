@@ -14,11 +14,17 @@ from dataclasses import dataclass
 
 from ray import tune
 
-from coformer.decompose import DeviceShare, ModelShape, quotas
+from coformer.decompose import DeviceShare, ModelShape
+from coformer.decompose.builder import block_quotas
 from coformer.fleet.profile import Fleet
 from coformer.search.config import SearchConfig, SearchConfigError
 
 SHARE_RANGE = (0.05, 1.0)  # relative share of units a taking-part device may draw
+
+
+def uniform(low: float, high: float):
+    """A Tune domain even for an empty range (Optuna drops plain constants from its space)."""
+    return tune.uniform(low, high) if low < high else tune.choice([high])
 
 
 @dataclass(frozen=True)
@@ -49,24 +55,25 @@ class SearchSpace:
                 f"search.sync {config.sync}: no interval fits a model of {shape.num_layers} blocks; use 0..{shape.num_layers}"
             )
         self.choose_devices = config.choose_devices and len(fleet.devices) > 1
+        slashed = [n for n in fleet.names if "/" in n]
+        if slashed:
+            raise SearchConfigError(f"device names {slashed} contain '/', which Tune uses to nest parameters; rename them")
 
     def param_space(self) -> dict:
         """Ray Tune domains, nested as ``{"devices": {name: {...}}, "keep", "sync", "dealing"}``."""
         c = self.config
         per_device = {
-            "heads": tune.uniform(*SHARE_RANGE),
-            "neurons": tune.uniform(*SHARE_RANGE),
-            "channels": tune.uniform(c.channels_min, 1.0) if c.channels_min < 1 else 1.0,
+            "heads": uniform(*SHARE_RANGE),
+            "neurons": uniform(*SHARE_RANGE),
+            "channels": uniform(c.channels_min, 1.0),
+            "use": tune.choice([True, False] if self.choose_devices else [True]),
         }
-        if self.choose_devices:
-            per_device["use"] = tune.choice([True, False])
-        space = {
+        return {
             "devices": {name: dict(per_device) for name in self.fleet.names},
-            "keep": tune.uniform(c.keep_min, 1.0) if c.keep_min < 1 else 1.0,
-            "sync": tune.choice(self.sync) if len(self.sync) > 1 else self.sync[0],
-            "dealing": tune.choice(list(c.dealing)) if len(c.dealing) > 1 else c.dealing[0],
+            "keep": uniform(c.keep_min, 1.0),
+            "sync": tune.choice(self.sync),
+            "dealing": tune.choice(list(c.dealing)),
         }
-        return space
 
     def decode(self, params: dict) -> Candidate:
         """A sampled point as a candidate; devices whose shares round to no unit do not take part."""
@@ -75,30 +82,33 @@ class SearchSpace:
         shares = []
         for name in self.fleet.names:
             p = params["devices"][name]
-            if self.choose_devices and not p["use"]:
+            if not p["use"]:
                 continue
             channels = 1.0 if sync == 1 else float(p["channels"])
             shares.append(DeviceShare(name=name, heads=p["heads"], neurons=p["neurons"], channels=channels))
         return Candidate(tuple(self.holding_units(shares, keep)), keep, sync, str(params["dealing"]))
 
     def holding_units(self, shares: list[DeviceShare], keep: float) -> list[DeviceShare]:
-        heads = quotas(kept_units(keep, self.shape.num_heads), [s.heads for s in shares])
-        neurons = quotas(kept_units(keep, self.shape.ffn_size), [s.neurons for s in shares])
-        return [s for s, h, n in zip(shares, heads, neurons) if h + n > 0]
+        """The shares whose devices ``build_policy`` would give at least one unit in some block."""
+        units = [0] * len(shares)
+        for kind, size in (("heads", self.shape.num_heads), ("neurons", self.shape.ffn_size)):
+            for counts in block_quotas(kept_units(keep, size), [getattr(s, kind) for s in shares], self.shape.num_layers):
+                units = [u + c for u, c in zip(units, counts)]
+        return [s for s, u in zip(shares, units) if u > 0]
 
     def smallest(self, names: list[str], sync: int) -> Candidate:
         """The least memory we can ask of ``names``: lowest rho, narrowest streams, units by memory."""
         keep, channels = self.config.keep_min, 1.0 if sync == 1 else self.config.channels_min
-        shares = []
-        for name in names:
-            memory = self.fleet.devices[self.fleet.names.index(name)].memory_bytes
-            shares.append(DeviceShare(name=name, heads=memory, neurons=memory, channels=channels))
+        shares = [
+            DeviceShare(name=d.name, heads=d.memory_bytes, neurons=d.memory_bytes, channels=channels)
+            for d in self.fleet.devices
+            if d.name in names
+        ]
         return Candidate(tuple(self.holding_units(shares, keep)), keep, sync, "balanced")
 
     def proportional(self, names: list[str]) -> Candidate:
         """The heuristic: shares proportional to device speed, s = 0, rho = 1, full streams."""
-        shares = []
-        for name in names:
-            speed = self.fleet.devices[self.fleet.names.index(name)].matmul_flops
-            shares.append(DeviceShare(name=name, heads=speed, neurons=speed))
+        shares = [
+            DeviceShare(name=d.name, heads=d.matmul_flops, neurons=d.matmul_flops) for d in self.fleet.devices if d.name in names
+        ]
         return Candidate(tuple(self.holding_units(shares, 1.0)), 1.0, 0, "balanced")
