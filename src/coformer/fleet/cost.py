@@ -212,21 +212,30 @@ class Context:
 
 
 CONTEXTS: dict[tuple, tuple[Fleet, Context]] = {}
+LAST: dict[str, tuple] = {}  # the most recent (fleet, dims, workload, context), checked by identity
 
 
 def context(fleet: Fleet, dims: ModelDims, workload: Workload) -> Context:
+    hit = LAST.get("hit")
+    if hit is not None and hit[0] is fleet and hit[1] is dims and hit[2] is workload:  # a search asks with the same objects
+        return hit[3]
     key = (id(fleet), dims, workload)
-    hit = CONTEXTS.get(key)
-    if hit is not None and hit[0] is fleet:  # the stored reference keeps the id from being reused
-        return hit[1]
-    if len(CONTEXTS) > 256:
-        CONTEXTS.clear()
+    stored = CONTEXTS.get(key)
+    if stored is None or stored[0] is not fleet:  # the stored reference keeps the id from being reused
+        if len(CONTEXTS) > 256:
+            CONTEXTS.clear()
+        stored = CONTEXTS[key] = (fleet, build_context(fleet, dims, workload))
+    LAST["hit"] = (fleet, dims, workload, stored[1])
+    return stored[1]
+
+
+def build_context(fleet: Fleet, dims: ModelDims, workload: Workload) -> Context:
     p = passes(dims, workload)
     a = fleet.arrays
     L, hd, B, T = dims.num_layers, dims.head_dim, workload.batch, dims.tokens(workload)
     generating = dims.causal and workload.decode_tokens > 0
     rates = (a["matmul_flops"], a["memory_bandwidth"], a["weight_bandwidth"])
-    ctx = Context(
+    return Context(
         p=p,
         a=a,
         per_flop=np.repeat(1 / a["matmul_flops"], L),
@@ -251,8 +260,6 @@ def context(fleet: Fleet, dims: ModelDims, workload: Workload) -> Context:
         kv_bytes=2 * dims.bytes_per_param * B * (T + workload.decode_tokens) * hd if generating else 0.0,
         host=fleet.host_index,
     )
-    CONTEXTS[key] = (fleet, ctx)
-    return ctx
 
 
 def features(counts: UnitCounts) -> np.ndarray:
@@ -267,22 +274,25 @@ def features(counts: UnitCounts) -> np.ndarray:
     return out.reshape(5, N * L)
 
 
-def block_times(phi: np.ndarray, ctx: Context, N: int, L: int) -> np.ndarray:
-    """(P, 2, N, L) seconds of the attention and the FFN sub-layer of every block, overhead included."""
+def block_times(phi: np.ndarray, ctx: Context, N: int, L: int, sublayers: bool = True) -> np.ndarray:
+    """(P, 2, N, L) seconds of the attention and the FFN sub-layer of every block, overhead included;
+    (P, N, L) whole blocks with ``sublayers=False``."""
     p = ctx.p
     P = len(p.repeat)
     flops, traffic, weights = (p.coef @ phi).reshape(3, -1, N * L)  # each (P*O, N*L)
     per_op = np.maximum(flops * ctx.per_flop, traffic * ctx.per_byte)
     per_op += weights * ctx.per_weight_byte  # the roofline of every operator of every block
-    sub = p.groups @ per_op.reshape(P, -1, N * L)  # (P, 2, N*L)
-    return sub.reshape(P, 2, N, L) + ctx.overhead
+    per_op = per_op.reshape(P, -1, N * L)  # (P, O, N*L)
+    if not sublayers:
+        return per_op.sum(axis=1).reshape(P, N, L) + 2 * ctx.overhead[:, 0]
+    return (p.groups @ per_op).reshape(P, 2, N, L) + ctx.overhead
 
 
 def block_seconds(counts: UnitCounts, dims: ModelDims, fleet: Fleet, workload: Workload) -> np.ndarray:
     """(N, L) seconds every device spends in every block over the request (prefill + decode)."""
     ctx = context(fleet, dims, workload)
     N, L = counts.heads.shape
-    return np.tensordot(ctx.p.repeat, block_times(features(counts), ctx, N, L).sum(axis=1), axes=1)
+    return np.tensordot(ctx.p.repeat, block_times(features(counts), ctx, N, L, sublayers=False), axes=1)
 
 
 def block_work(counts: UnitCounts, dims: ModelDims, workload: Workload) -> dict[str, np.ndarray]:
@@ -322,7 +332,7 @@ def estimate(counts: UnitCounts, dims: ModelDims, fleet: Fleet, workload: Worklo
     ctx = context(fleet, dims, workload)
     p, a = ctx.p, ctx.a
     phi = features(counts)
-    sub = block_times(phi, ctx, N, L)
+    sub = block_times(phi, ctx, N, L, sublayers=sync == 1)  # (P, 2, N, L) for s = 1, else (P, N, L)
     embed = ctx.embed * widths + a["forward_overhead_s"]  # (P, N)
     stream = p.stream[:, None] * widths  # (P, N) bytes of one device's stream
     upload = ctx.per_stream_width * widths  # (P, N) seconds to send that stream
@@ -342,20 +352,24 @@ def estimate(counts: UnitCounts, dims: ModelDims, fleet: Fleet, workload: Worklo
     else:
         stops = sync_points(L, sync)
         merges = len(stops)
-        blocks = sub.sum(axis=1)  # (P, N, L)
-        segment = blocks.sum(axis=2, keepdims=True) if merges == 1 else np.add.reduceat(blocks, [0, *stops[:-1]], axis=2)
-        segment += (ctx.export * widths)[:, :, None]  # pre-LN exports subtract the share of the start state they duplicate
-        if merges > 1:
-            segment[:, :, 1:] += a["forward_overhead_s"][None, :, None]  # every later segment is a forward of its own
-        segment[:, :, 0] += embed
-        comm_seg = np.empty_like(segment)
-        comm_seg[:] = (ctx.rtt + 2 * upload)[:, :, None]  # intermediate merge: send, get the merged state back
-        comm_seg[:, :, -1] = ctx.rtt / 2 + upload  # the final export only goes up (the inputs came down)
-        comm_seg[:, :, 0] += ctx.send_input
         m = ctx.merge
         merge = np.maximum(m[0] * total_width, m[1] * total_width + m[2]) + m[3] * total_width  # (P,) seconds per merge
-        critical = (segment + comm_seg).max(axis=1).sum(axis=1) + merges * merge + ctx.head
-        compute, comm = segment.sum(axis=2), comm_seg.sum(axis=2)
+        export = ctx.export * widths  # (P, N) pre-LN exports subtract the share of the start state they duplicate
+        if merges == 1:  # one segment: the general case below with S = 1, in fewer array operations
+            compute = sub.sum(axis=2) + export + embed  # (P, N)
+            comm = ctx.send_input + ctx.rtt / 2 + upload  # inputs down, the export up: one round trip
+            critical = (compute + comm).max(axis=1) + merge + ctx.head
+        else:
+            segment = np.add.reduceat(sub, [0, *stops[:-1]], axis=2)  # (P, N, S) compute per segment
+            segment += export[:, :, None]
+            segment[:, :, 1:] += a["forward_overhead_s"][None, :, None]  # every later segment is a forward of its own
+            segment[:, :, 0] += embed
+            comm_seg = np.empty_like(segment)
+            comm_seg[:] = (ctx.rtt + 2 * upload)[:, :, None]  # intermediate merge: send, get the merged state back
+            comm_seg[:, :, -1] = ctx.rtt / 2 + upload  # the final export only goes up (the inputs came down)
+            comm_seg[:, :, 0] += ctx.send_input
+            critical = (segment + comm_seg).max(axis=1).sum(axis=1) + merges * merge + ctx.head
+            compute, comm = segment.sum(axis=2), comm_seg.sum(axis=2)
         sent = a["remote"] * (p.inputs[:, None] + (2 * merges - 1) * stream)
         aggregator = merges * merge + ctx.head
 
@@ -386,7 +400,7 @@ def finish(fleet, ctx, latency, device_latency, compute_s, agg_busy, memory, agg
     busy = np.minimum(compute_s, latency)
     energy += float(a["active_power_w"] @ busy + a["idle_power_w"] @ (latency - busy))
     over = memory - a["memory_bytes"]
-    overflow = [(fleet.devices[k].name, float(over[k])) for k in np.flatnonzero(over > 0)]
+    overflow = [(d.name, float(o)) for d, o in zip(fleet.devices, over) if o > 0] if (over > 0).any() else []
     if host < 0 and agg_memory > agg.memory_bytes:
         overflow.append((agg.name, agg_memory - agg.memory_bytes))
     return CostReport(latency, device_latency, memory, comm_bytes, energy, overflow, compute_s, agg_busy)
@@ -444,11 +458,11 @@ def estimate_pipeline(dims: ModelDims, fleet: Fleet, workload: Workload, layers_
     full = UnitCounts(np.full((n, L), dims.num_heads), np.full((n, L), dims.ffn_size), np.full(n, d), sync=0)
     ctx = context(stages, dims, workload)
     p, a = ctx.p, ctx.a
-    sub = block_times(features(full), ctx, n, L)
+    sub = block_times(features(full), ctx, n, L, sublayers=False)
     layers = np.array(layers_per_device)
     owner = np.repeat(np.arange(n), layers)  # block l runs on device owner[l]
     mask = (owner[None, :] == np.arange(n)[:, None]).astype(float)  # (N, L)
-    compute = (sub.sum(axis=1) * mask).sum(axis=2)  # (P, N)
+    compute = (sub * mask).sum(axis=2)  # (P, N)
     compute[:, 0] += roofline(*(p.embed.T * d), a["matmul_flops"][0], a["memory_bandwidth"][0], a["weight_bandwidth"][0])
     compute += a["forward_overhead_s"]  # every stage runs a forward of its own
     state = p.stream * d  # (P,) bytes of the hidden state (B, T, d)
