@@ -193,27 +193,31 @@ def measure_stream_bandwidth(timer: Timer, megabytes: int = 64) -> float:
 def measure_overheads(dims: ModelDims, timer: Timer) -> tuple[float, float]:
     """(per block, per forward outside the blocks) seconds of a sub-model too small to compute anything.
 
-    A one-block sub-model of width 8 with one head and one neuron runs one token: its block
-    costs only dispatch, and the rest of its forward (embedding, mask, export) likewise.
+    A sub-model of width 8 with one head and one neuron per block runs one token: a block costs
+    only dispatch, and so do the embedding, the attention mask and the export around the blocks
+    (the export of a pre-LN model touches every block's biases, so it has the model's L blocks).
     """
     from coformer.modeling.submodel import SubModel, SubModelConfig
 
     tiny = replace(dims, hidden_size=8, head_dim=8)
-    block = random_blocks(tiny, heads=1, neurons=1, count=1)
-    per_block = time_chain(block, 1, 1, decode=False, causal=False, timer=timer)
-    embedding = "gpt2" if dims.embedding == "vit" else dims.embedding
+    per_block = time_chain(random_blocks(tiny, heads=1, neurons=1, count=1), 1, 1, decode=False, causal=False, timer=timer)
+    L = min(dims.num_layers, 64)
     config = SubModelConfig(
-        family="profile", embedding=embedding, norm_position="pre" if dims.pre_norm else "post", activation="gelu",
-        causal=dims.causal, layer_norm_eps=1e-5, hidden_size=8, channels=list(range(8)), head_dim=8,
-        heads_per_block=[1], neurons_per_block=[1], vocab_size=16, max_positions=16, type_vocab_size=2,
-        discount=dims.pre_norm,
+        family="profile", embedding="gpt2" if dims.embedding == "vit" else dims.embedding,
+        norm_position="pre" if dims.pre_norm else "post", activation="gelu", causal=dims.causal, layer_norm_eps=1e-5,
+        hidden_size=8, channels=list(range(8)), head_dim=8, heads_per_block=[1] * L, neurons_per_block=[1] * L,
+        vocab_size=16, max_positions=16, type_vocab_size=2, discount=dims.pre_norm,
     )
     model = SubModel(config).eval()
     ids = torch.zeros(1, 1, dtype=torch.long)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    forward = timer.seconds(lambda: model(inputs))
-    return per_block, max(forward - per_block, 0.0)
+    start = model.embed(inputs)  # (1, 1, 8)
 
+    def around_blocks():
+        model.attention_bias(inputs)
+        return model.export(model.embed(inputs), start, 0, L)
+
+    return per_block, timer.seconds(around_blocks)
 
 
 def random_blocks(dims: ModelDims, heads: int, neurons: int, count: int) -> list:
@@ -254,7 +258,7 @@ def time_chain(blocks: list, batch: int, tokens: int, decode: bool, causal: bool
         return timer.seconds(lambda: run(x, bias))
     run(x, bias)  # fill the cache with the prompt
     step = torch.randn(batch, 1, width)  # (B, 1, d): each timed step attends to the prompt and earlier steps
-    return timer.seconds(lambda: run(step, None))
+    return timer.seconds(lambda: run(step, attention_bias(None, 1, cache.length, causal, step.dtype)))
 
 
 def chain_shapes(dims: ModelDims, workload: Workload) -> list[tuple[int, int, bool]]:
