@@ -33,7 +33,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from coformer.decompose import Policy, quotas
+from coformer.decompose import Policy
+from coformer.decompose.builder import block_quotas
 from coformer.errors import CoFormerError
 from coformer.fleet.dims import ModelDims, Workload
 from coformer.fleet.profile import DeviceProfile, Fleet
@@ -88,10 +89,10 @@ class UnitCounts:
     ) -> UnitCounts:
         """Units dealt in proportion to ``shares`` exactly as ``build_policy`` counts them."""
         L = dims.num_layers
-        heads = quotas(max(1, round(keep * dims.num_heads)), shares)
-        neurons = quotas(max(1, round(keep * dims.ffn_size)), shares)
+        heads = np.array(block_quotas(max(1, round(keep * dims.num_heads)), shares, L)).T  # (N, L)
+        neurons = np.array(block_quotas(max(1, round(keep * dims.ffn_size)), shares, L)).T  # (N, L)
         widths = [max(1, round(c * dims.hidden_size)) for c in (channels or [1.0] * len(shares))]
-        return cls(np.repeat(np.array(heads)[:, None], L, 1), np.repeat(np.array(neurons)[:, None], L, 1), np.array(widths), sync)
+        return cls(heads, neurons, np.array(widths), sync)
 
 
 @dataclass
