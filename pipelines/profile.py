@@ -8,13 +8,10 @@ catalog or a file; `local` builds it from this machine's cores) and metrics.json
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
-import yaml
+from pipelines.common import load_params, mlflow_run, run_stage
 
-from coformer.errors import CoFormerError
 from coformer.fleet import ModelDims, Workload, load_fleet
 from coformer.fleet.measure import Measurement, local_fleet, profile_machine
 
@@ -42,12 +39,9 @@ def metrics_of(per_core: Measurement, machine: Measurement | None, fleet) -> dic
 
 
 def log_mlflow(params: dict, metrics: dict, base: dict) -> None:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
-    mlflow.set_tracking_uri(base["tracking_uri"])
-    mlflow.set_experiment(base["experiment"])
-    with mlflow.start_run(run_name="profile"):
+    with mlflow_run(base, "profile"):
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         for name in ("device.json", "fleet.json", "metrics.json"):
@@ -55,8 +49,7 @@ def log_mlflow(params: dict, metrics: dict, base: dict) -> None:
 
 
 def main() -> None:
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    base, section = params["base"], params.get("profile") or {}
+    base, _, section = load_params("profile")
     dims = ModelDims.named(base["model"])
     workload = Workload(batch=section.get("batch", 1), seq_len=section.get("seq_len", 128))
     print(f"profile: measuring this machine at the shapes of {base['model']} ({workload.batch} x {workload.seq_len})", flush=True)
@@ -86,8 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CoFormerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_stage(main)

@@ -8,14 +8,12 @@ a larger `search.trials` continues from it). Logs one MLflow run.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
-import yaml
+from pipelines.common import load_params, run_stage
 
 from coformer.data import calibration_batches
-from coformer.errors import CoFormerError
 from coformer.fleet.profile import load_fleet
 from coformer.loading import load_model
 from coformer.search import SearchConfig, run_search
@@ -27,12 +25,11 @@ OUT = Path("outputs/search")
 
 def main() -> None:
     torch.set_num_threads(1)
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    base, section = params["base"], params.get("search") or {}
+    base, data, section = load_params("search")
     config = SearchConfig.parse({**section, "seed": base["seed"]})
     fleet = load_fleet(PROFILED_FLEET if PROFILED_FLEET.is_file() else base["fleet"])
     loaded = load_model(base["model"])
-    source = (params.get("prepare") or {}).get("source", "builtin")
+    source = data.get("source", "builtin")
     batches = calibration_batches(
         loaded.processor, loaded.canonical.config, source=source, n=config.texts, batch_size=config.texts,
         max_length=config.max_length, seed=base["seed"],
@@ -52,8 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CoFormerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_stage(main)
