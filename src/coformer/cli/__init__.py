@@ -21,6 +21,7 @@ console = Console(stderr=True)
 def cli() -> None:
     """CoFormer: decompose a transformer into sub-models for a fleet of unequal edge devices."""
 
+from coformer.cli import calibrate  # noqa: E402,F401  (registers its command)
 from coformer.cli import decompose  # noqa: E402,F401  (registers its command)
 from coformer.cli import predict  # noqa: E402,F401  (registers its command)
 from coformer.cli import profile  # noqa: E402,F401  (registers its command)

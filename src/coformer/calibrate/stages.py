@@ -1,0 +1,67 @@
+"""The progressive schedule: which blocks a stage runs, aligns and trains.
+
+Notation: L blocks, g the group size. An optional least-squares warm start refits every block in
+closed form (``warmstart``); alignment stage t then runs blocks [0, min(t*g, L)) and aligns the
+merged state there with the teacher's by gradient steps; the final stage runs everything and
+distils outputs.
+
+Trainable per stage: the embeddings (minus the token tables when frozen) and the blocks the stage
+runs, of every sub-model. The aggregator's merges train in the final stage; in alignment stages
+only when ``train_merges`` is set. At s = 0 one merge serves every depth (a probe is "as if synced
+there"), so fitting it to an early block only for a later stage to pull it back wastes steps; the
+blocks themselves carry the alignment instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from coformer.calibrate.config import CalibrationConfig
+from coformer.executor import Ensemble
+
+
+StageKind = Literal["least-squares", "align", "distill"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: StageKind  # closed-form warm start, hidden-state alignment, or output distillation
+    depth: int  # blocks the stage runs; the probe of an alignment stage sits after block `depth`
+    steps: int  # optimizer steps (0 for the closed-form warm start)
+
+    @property
+    def final(self) -> bool:
+        return self.kind == "distill"
+
+    @property
+    def name(self) -> str:
+        return {"least-squares": "lsq", "align": f"align{self.depth}", "distill": "distill"}[self.kind]
+
+
+def plan(num_layers: int, config: CalibrationConfig) -> list[Stage]:
+    """Stages in order; gradient stages with no steps are left out (``steps_per_stage: 0`` and
+    ``warm_start: false`` = one-shot output distillation)."""
+    stages = [Stage("least-squares", num_layers, 0)] if config.warm_start else []
+    if config.steps_per_stage:
+        depths = sorted({*range(config.group_size, num_layers, config.group_size), num_layers})
+        stages += [Stage("align", depth, config.steps_per_stage) for depth in depths]
+    if config.final_steps:
+        stages.append(Stage("distill", num_layers, config.final_steps))
+    return stages
+
+
+def set_trainable(student: Ensemble, stage: Stage, config: CalibrationConfig) -> int:
+    """Freeze everything the stage must not change; returns the number of trainable parameters."""
+    student.requires_grad_(False)
+    for sub in student.submodels:
+        sub.embed.requires_grad_(True)
+        if config.freeze_embeddings and hasattr(sub.embed, "word"):
+            sub.embed.word.requires_grad_(False)
+        for block in sub.blocks[: stage.depth]:
+            block.requires_grad_(True)
+    if stage.final or config.train_merges:
+        student.aggregator.merges.requires_grad_(True)
+    if stage.final:
+        student.aggregator.head.requires_grad_(True)
+    return sum(p.numel() for p in student.parameters() if p.requires_grad)

@@ -1,0 +1,266 @@
+"""DeBo stage 2: progressive calibration with Lightning, on tiny random models (all offline).
+
+The quality target on the real default model lives in benchmarks/calibration.py; here: the
+stage views compute exactly the executor's probes, calibration cuts the KL to the teacher, a
+killed run resumes where it stopped, and what it exports is safetensors + JSON that the
+executor loads unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import token_inputs, tiny_bert
+from lightning.pytorch.callbacks import Callback
+
+from coformer.adapters import canonicalize
+from coformer.calibrate import (
+    CalibrationConfig,
+    CalibrationConfigError,
+    CalibrationData,
+    build_student,
+    calibrate,
+    load_student,
+    plan,
+)
+from coformer.calibrate.losses import relative_mse, task_loss
+from coformer.calibrate.module import CalibrationModule
+from coformer.calibrate.stages import set_trainable
+from coformer.calibrate.views import student_view, teacher_view
+from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of
+from coformer.errors import DataError
+from coformer.evaluation import output_fidelity, recall_at_k
+from coformer.executor import Ensemble, Teacher
+from coformer.modeling import load_aggregator, load_submodel
+
+
+def gpt2_canonical():
+    """Tiny random GPT-2; weights drawn with std 0.2 so the s = 0 streams really drift apart
+    (at the default 0.02 the blocks barely change the stream and the KL starts near 1e-5)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64, initializer_range=0.2)
+    return canonicalize(GPT2LMHeadModel(config).eval())
+
+
+def policy_for(canonical, devices=2, sync=0):
+    shares = [DeviceShare(name=f"device{k}", heads=1, neurons=1) for k in range(devices)]
+    return build_policy(shape_of(canonical), compute_importance(canonical.body, "magnitude"), shares, sync=sync)
+
+
+def random_batches(n, seed, batch=16, length=24):
+    g = torch.Generator().manual_seed(seed)
+    return [{"input_ids": torch.randint(0, 100, (batch, length), generator=g)} for _ in range(n)]
+
+
+def config(**overrides):
+    values = dict(group_size=1, steps_per_stage=40, final_steps=160, lr=3e-3, checkpoint_every=0, threads=1) | overrides
+    return CalibrationConfig(**values)
+
+
+@pytest.fixture
+def setup():
+    canonical = gpt2_canonical()
+    policy = policy_for(canonical)
+    teacher = Teacher(canonical.body, canonical.head).eval().requires_grad_(False)
+    return canonical, policy, teacher
+
+
+class StageSpy(Callback):
+    """Records (stage name, global step) at the start of every fit: which stages ran, from where."""
+
+    def __init__(self):
+        self.starts = []
+
+    def on_train_start(self, trainer, pl_module):
+        self.starts.append((pl_module.stage.name, trainer.global_step))
+
+
+class Kill(Callback):
+    """Stands in for a killed process: raises once the given stage reaches the given step."""
+
+    def __init__(self, stage, step):
+        self.stage, self.step = stage, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.stage.name == self.stage and trainer.global_step >= self.step:
+            raise RuntimeError("killed")
+
+
+@pytest.mark.parametrize("family,sync", [("gpt2", 0), ("gpt2", 2), ("bert", 0), ("bert", 1)])
+def test_stage_views_compute_the_executor_probes(family, sync):
+    canonical = canonicalize(tiny_bert()) if family == "bert" else gpt2_canonical()
+    student = build_student(canonical, policy_for(canonical, devices=3, sync=sync))
+    teacher = Teacher(canonical.body, canonical.head)
+    inputs = token_inputs(batch=3, length=9)
+    with torch.no_grad():
+        full = student(inputs, probe={1, 2, 3} & set(range(canonical.config.num_layers + 1)))
+        reference = teacher(inputs, probe={1, 2})
+        for depth in full.probes:
+            torch.testing.assert_close(student_view(student, depth)(inputs, probe={depth}).probes[depth], full.probes[depth])
+        for depth in (1, 2):
+            torch.testing.assert_close(teacher_view(teacher, depth)(inputs, probe={depth}).probes[depth], reference.probes[depth])
+
+
+def test_plan_and_what_each_stage_trains(setup):
+    assert [s.name for s in plan(6, config(group_size=4, steps_per_stage=5))] == ["align4", "align6", "distill"]
+    assert [(s.name, s.steps) for s in plan(6, config(steps_per_stage=0, final_steps=7))] == [("distill", 7)]
+    canonical, policy, _ = setup
+    student = build_student(canonical, policy)
+    first, final = plan(2, config())[0], plan(2, config())[-1]
+    set_trainable(student, first, config())
+    sub = student.submodels[0]
+    assert not sub.embed.word.weight.requires_grad and sub.embed.position.weight.requires_grad
+    assert sub.blocks[0].attn.q.weight.requires_grad and not sub.blocks[1].attn.q.weight.requires_grad
+    assert not student.aggregator.merges[0].linear.weight.requires_grad
+    set_trainable(student, first, config(train_merges=True, freeze_embeddings=False))
+    assert student.aggregator.merges[0].linear.weight.requires_grad and sub.embed.word.weight.requires_grad
+    set_trainable(student, final, config())
+    assert sub.blocks[1].attn.q.weight.requires_grad and student.aggregator.head.projection.weight.requires_grad
+
+
+def test_bad_parameters_name_the_key():
+    with pytest.raises(CalibrationConfigError, match=r"calibrate\.lr"):
+        CalibrationConfig.parse({"lr": -1})
+    with pytest.raises(CalibrationConfigError, match=r"calibrate\.hidden_loss"):
+        CalibrationConfig.parse({"hidden_loss": "l1"})
+    with pytest.raises(CalibrationConfigError, match=r"calibrate\.epochs"):
+        CalibrationConfig.parse({"epochs": 3})
+    with pytest.raises(CalibrationConfigError, match="nothing would be calibrated"):
+        CalibrationConfig.parse({"steps_per_stage": 0, "final_steps": 0})
+
+
+def test_calibration_halves_the_kl_to_the_teacher(setup, tmp_path):
+    canonical, policy, teacher = setup
+    student = build_student(canonical, policy)
+    held_out = random_batches(4, seed=99)
+    before = output_fidelity(teacher, student, held_out)
+    result = calibrate(
+        teacher, student, policy, CalibrationData(random_batches(16, seed=1)), config(), tmp_path / "out",
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", progress=False,
+    )
+    after = output_fidelity(teacher, student.eval(), held_out)
+    assert result.stages == ["align1", "align2", "distill"] and len(result.curve) == 240
+    assert after["kl"] <= 0.5 * before["kl"], (before, after)
+    assert after["cosine"] > before["cosine"]
+    import mlflow
+
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(result.run_id)
+    assert "train/distill/loss" in run.data.metrics and run.data.params["calibrate/final_steps"] == "160"
+
+
+def test_a_killed_run_resumes_from_the_last_completed_stage(setup, tmp_path):
+    canonical, policy, teacher = setup
+    data, out = CalibrationData(random_batches(8, seed=1)), tmp_path / "out"
+    cfg = config(steps_per_stage=20, final_steps=20, checkpoint_every=10)
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(RuntimeError, match="killed"):
+        calibrate(teacher, build_student(canonical, policy), policy, data, cfg, out, tracking, progress=False, callbacks=[Kill("align2", 15)])
+    assert (out / "stages" / "1-align1" / "devices" / "device0" / "model.safetensors").is_file()
+    assert not (out / "devices").exists()  # no final artifacts from a killed run
+    checkpoint = out / "checkpoints" / "2-align2" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=True)  # Lightning's own format, loadable without pickle code
+    assert state["global_step"] == 10 and not any(k.startswith("teacher.") for k in state["state_dict"])
+
+    spy = StageSpy()
+    student = build_student(canonical, policy)
+    result = calibrate(teacher, student, policy, data, cfg, out, tracking, progress=False, callbacks=[spy])
+    assert result.resumed == ["align1"]
+    assert spy.starts == [("align2", 10), ("distill", 0)]  # align1 not redone; align2 from its checkpoint
+    assert [r["step"] for r in result.curve] == list(range(1, 61))
+    assert not (out / "checkpoints" / "2-align2").exists()
+    saved = Ensemble(
+        [load_submodel(out / "devices" / d.name) for d in policy.devices], load_aggregator(out / "aggregator"), policy.sync
+    )
+    inputs = token_inputs()
+    torch.testing.assert_close(saved(inputs).output, student(inputs).output)
+
+    with pytest.raises(CalibrationConfigError, match="other parameters"):
+        calibrate(teacher, build_student(canonical, policy), policy, data, config(lr=1e-4), out, progress=False)
+
+
+def test_exported_artifacts_are_safetensors_and_json_without_pickle(setup, tmp_path):
+    canonical, policy, teacher = setup
+    student = build_student(canonical, policy)
+    out = tmp_path / "out"
+    calibrate(teacher, student, policy, CalibrationData(random_batches(4, seed=1)), config(steps_per_stage=3, final_steps=3), out, progress=False)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and {p.suffix for p in files} == {".safetensors", ".json"}
+    for path in files:
+        raw = path.read_bytes()
+        assert b"\x80\x02" not in raw[:2] and b"\x80\x04" not in raw[:2] and not raw.startswith(b"PK")  # no pickle, no zip
+        if path.suffix == ".safetensors":
+            header = int.from_bytes(raw[:8], "little")
+            assert json.loads(raw[8 : 8 + header])  # a safetensors header is plain JSON
+        else:
+            json.loads(raw)
+    policy_back, saved = load_student(out)
+    assert policy_back == policy
+    inputs = token_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(saved(inputs).output, student(inputs).output)
+    stage = load_student(out / "stages" / "2-align2")[1]
+    assert not torch.equal(stage.submodels[0].blocks[0].attn.q.weight, saved.submodels[0].blocks[0].attn.q.weight)
+
+
+def test_data_module_buckets_by_length_and_reorders_per_stage(minilm):
+    texts = [("word " * n).strip() for n in (3, 40, 5, 38, 4, 41, 6, 39)]
+    data = CalibrationData.from_texts(minilm.processor, texts, batch_size=4, max_length=16, seed=0, labels=list(range(8)))
+    short, long = data.batches
+    assert short["input_ids"].shape[1] < long["input_ids"].shape[1] == 16  # short texts batched together
+    assert sorted(short["labels"].tolist()) == [0, 2, 4, 6]
+    orders = set()
+    for stage in range(6):
+        data.stage = stage
+        orders.add(tuple(int(b["labels"][0]) for b in data.train_dataloader()))
+    assert len(orders) == 2  # both orders of the two batches occur across stages
+    with pytest.raises(DataError, match="one label per text"):
+        CalibrationData.from_texts(minilm.processor, texts, 4, 16, labels=[1])
+
+
+def test_losses_and_labels():
+    teacher = torch.randn(2, 5, 8)
+    assert float(relative_mse(teacher, teacher)) == 0.0
+    assert float(relative_mse(torch.zeros_like(teacher), teacher)) == pytest.approx(1.0)
+    logits = torch.randn(2, 5, 100)
+    labels = CalibrationModule.labels({"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": torch.tensor([[1] * 5, [1, 1, 0, 0, 0]])}, "lm")
+    assert labels[1].tolist() == [1, 1, -100, -100, -100]
+    head = gpt2_canonical().head.config
+    assert torch.isfinite(task_loss(logits, labels, head))
+    with pytest.raises(DataError, match="no labels"):
+        CalibrationModule.labels({"input_ids": torch.ones(2, 5, dtype=torch.long)}, "classifier")
+
+
+def test_recall_at_k_by_hand():
+    queries = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    documents = torch.tensor([[1.0, 0.1], [1.0, 0.2], [0.9, 1.0]])
+    # query 0 -> doc 0 is its best; query 1 -> doc 2 beats doc 1; query 2 -> doc 2 is its best
+    assert recall_at_k(queries, documents, (1, 2)) == {1: pytest.approx(2 / 3), 2: 1.0}
+
+
+@pytest.mark.slow
+def test_cli_calibrates_a_decomposed_folder_and_resumes(tmp_path, minilm):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "bert"
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=minilm.processor.vocab_size)
+    BertModel(config).save_pretrained(model_dir)
+    minilm.processor.save_pretrained(model_dir)
+    cli = [sys.executable, "-c", "from coformer.cli import main; main()"]
+    common = dict(capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    subprocess.run([*cli, "decompose", "--model", str(model_dir), "--devices", "2", "--out", "dec"], check=True, **common)
+    args = ["calibrate", "--decomposed", "dec", "--out", "cal", "--model", str(model_dir), "--limit", "64",
+            "--set", "steps_per_stage=2", "--set", "final_steps=2", "--set", "batch_size=16", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]  # fmt: skip
+    result = subprocess.run([*cli, *args], **common)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "cal" / "devices" / "device1" / "model.safetensors").is_file()
+    again = subprocess.run([*cli, *args], **common)
+    assert again.returncode == 0 and "resumed after stage(s) align2, distill" in again.stderr + again.stdout
+    bad = subprocess.run([*cli, *args[:-2], "--set", "lr=oops"], **common)
+    assert bad.returncode == 2 and "calibrate.lr" in bad.stderr and "Traceback" not in bad.stderr
