@@ -1,40 +1,49 @@
 """Benchmark of DeBo stage 2 on the embedded default: progressive calibration vs one-shot distillation.
 
 all-MiniLM-L6-v2 decomposed at s = 0 into N equal sub-models (N = 2 and 3 by default), calibrated
-on the calibration split of the embedded docstring corpus. On the held-out split (the evaluation
-pairs' summaries and bodies) it prints the teacher-relative cosine of sentence embeddings before
-and after calibration, retrieval recall@1/@5 of teacher and student, and the ablation "one-shot
-output distillation with the same total steps" beside the progressive schedule.
+on the calibration split of the embedded docstring corpus with the ``calibrate:`` section of
+params.yaml (overridable with --set). On the held-out split (the evaluation pairs' summaries and
+bodies) it prints the teacher-relative cosine of sentence embeddings before and after calibration,
+retrieval recall@1/@5 of teacher and student, and the ablation "one-shot output distillation
+with the same total steps" beside the progressive schedule, with wall times.
 
-    .venv/bin/python benchmarks/calibration.py              # the acceptance run (2 and 3 sub-models)
-    .venv/bin/python benchmarks/calibration.py --devices 2 --no-ablation
+Each N runs in its own process with one torch thread (``--jobs``), so the two cores of a small
+box work on the two decompositions at once instead of fighting over one.
+
+    .venv/bin/python benchmarks/calibration.py                  # the acceptance run (N = 2 and 3)
+    .venv/bin/python benchmarks/calibration.py --devices 2 --set final_steps=400 lr=5e-4
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import yaml  # noqa: E402
 
-from coformer.calibrate import CalibrationConfig, CalibrationData, build_student, calibrate  # noqa: E402
+from coformer.calibrate import CalibrationConfig, CalibrationData, build_student, calibrate, plan  # noqa: E402
 from coformer.data import load_pairs, load_texts  # noqa: E402
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of  # noqa: E402
 from coformer.evaluation import encode, recall_at_k  # noqa: E402
 from coformer.executor import Teacher  # noqa: E402
 from coformer.loading import load_model  # noqa: E402
 
-EVAL_MAX_LENGTH = 128  # held-out texts are embedded as the pipeline does (prepare.max_length)
+EVAL_MAX_LENGTH = 128  # held-out texts are embedded as the pipeline embeds them (data.max_length)
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
-def held_out(model, tokenizer, pairs) -> dict:
+def held_out(model, tokenizer, pairs) -> dict[str, torch.Tensor]:
     """Sentence embeddings of the evaluation summaries and bodies: (n, d) each."""
     encoder = lambda batch: model(batch).output  # noqa: E731
     return {
@@ -43,83 +52,79 @@ def held_out(model, tokenizer, pairs) -> dict:
     }
 
 
-def score(embeddings: dict, reference: dict | None) -> dict:
+def score(embeddings: dict, reference: dict | None) -> dict[str, float]:
+    """recall@1/@5 of the embeddings and, given the teacher's, their mean teacher-relative cosine."""
     recall = recall_at_k(embeddings["queries"], embeddings["documents"], (1, 5))
     row = {"r@1": recall[1], "r@5": recall[5]}
     if reference is not None:
-        both = torch.cat([embeddings["queries"], embeddings["documents"]])
+        both = torch.cat([embeddings["queries"], embeddings["documents"]])  # (2n, d)
         ref = torch.cat([reference["queries"], reference["documents"]])
         row["cosine"] = float(F.cosine_similarity(both, ref, dim=-1).mean())
     return row
 
 
-def run(label, canonical, teacher, policy, data, config, tokenizer, pairs, reference, tracking_uri) -> dict:
-    student = build_student(canonical, policy)
-    start = time.time()
-    with tempfile.TemporaryDirectory() as out:
-        result = calibrate(teacher, student, policy, data, config, out, tracking_uri, run_name=label, progress=False)
-    seconds = time.time() - start
-    student.eval()
-    row = score(held_out(student, tokenizer, pairs), reference)
-    stage_losses = {}
-    for r in result.curve:
-        stage_losses.setdefault(r["stage"], []).append(r["loss"])
-    ends = ", ".join(f"{s} {sum(v[-10:]) / len(v[-10:]):.4f}" for s, v in stage_losses.items())
-    print(f"  {label}: {seconds:.0f} s, final losses: {ends}", flush=True)
-    return row | {"seconds": seconds}
+def one_shot(config: CalibrationConfig, num_layers: int) -> CalibrationConfig:
+    """The ablation: output distillation alone, for as many steps as the progressive schedule takes."""
+    total = sum(s.steps for s in plan(num_layers, config))
+    return config.model_copy(update={"warm_start": False, "steps_per_stage": 0, "final_steps": total})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--devices", type=int, nargs="+", default=[2, 3], help="sub-model counts to benchmark")
-    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True, help="also run one-shot distillation")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="calibrate parameters, e.g. lr=5e-4")
-    parser.add_argument("--limit", type=int, default=None, help="calibration texts used (default: all)")
-    args = parser.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    wall = time.time()
-    overrides = dict(item.split("=", 1) for item in args.set)
-    config = CalibrationConfig.parse(overrides)
+def bench(n: int, config: CalibrationConfig, ablation: bool, limit: int | None) -> list[dict]:
+    """Before/after rows for N = n sub-models (runs in its own process)."""
     torch.set_num_threads(config.threads or torch.get_num_threads())
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     loaded = load_model()
     canonical, tokenizer = loaded.canonical, loaded.processor
     teacher = Teacher(canonical.body, canonical.head).eval().requires_grad_(False)
     pairs = load_pairs("evaluation")
-    texts = load_texts(split="calibration", limit=args.limit, seed=config.seed)
+    texts = load_texts(split="calibration", limit=limit, seed=config.seed)
     data = CalibrationData.from_texts(tokenizer, texts, config.batch_size, config.max_length, config.seed)
     reference = held_out(teacher, tokenizer, pairs)
-    teacher_row = score(reference, None)
-    importance = compute_importance(canonical.body, "magnitude")
-    stages = len(range(0, canonical.config.num_layers, config.group_size))
-    total = stages * config.steps_per_stage + config.final_steps
-    one_shot = config.model_copy(update={"steps_per_stage": 0, "final_steps": total})
-    tracking = f"sqlite:///{tempfile.mkdtemp()}/mlflow.db"
-    print(
-        f"calibration texts {len(texts)} in {len(data.batches)} batches, held-out pairs {len(pairs)}; "
-        f"schedule: {stages} x {config.steps_per_stage} + {config.final_steps} steps of batch {config.batch_size}, "
-        f"lr {config.lr}, max_length {config.max_length}; one-shot: {total} steps",
-        flush=True,
-    )
-    rows = []
-    for n in args.devices:
-        shares = [DeviceShare(name=f"device{k}", heads=1, neurons=1) for k in range(n)]
-        policy = build_policy(shape_of(canonical), importance, shares, sync=0)
-        before = score(held_out(build_student(canonical, policy), tokenizer, pairs), reference)
-        print(f"N={n}: before cosine {before['cosine']:.4f}, r@1 {before['r@1']:.3f}", flush=True)
-        runs = {"progressive": config} | ({"one-shot": one_shot} if args.ablation else {})
-        for name, cfg in runs.items():
-            after = run(f"N{n}-{name}", canonical, teacher, policy, data, cfg, tokenizer, pairs, reference, tracking)
-            rows.append((n, name, before, after))
-    print()
-    print(f"teacher: recall@1 {teacher_row['r@1']:.3f}, recall@5 {teacher_row['r@5']:.3f} ({len(pairs)} held-out pairs)")
-    print(f"{'N':>2} {'schedule':<12} {'steps':>5} {'cos before':>10} {'cos after':>9} {'r@1':>6} {'r@5':>6} {'dr@1':>6} {'time':>6}")
-    for n, name, before, after in rows:
-        steps = total
-        print(
-            f"{n:>2} {name:<12} {steps:>5} {before['cosine']:>10.4f} {after['cosine']:>9.4f} {after['r@1']:>6.3f} "
-            f"{after['r@5']:>6.3f} {after['r@1'] - teacher_row['r@1']:>+6.3f} {after['seconds']:>5.0f}s"
-        )
-    print(f"wall time {time.time() - wall:.0f} s")
+    shares = [DeviceShare(name=f"device{k}", heads=1, neurons=1) for k in range(n)]
+    policy = build_policy(shape_of(canonical), compute_importance(canonical.body, "magnitude"), shares, sync=0)
+    before = score(held_out(build_student(canonical, policy), tokenizer, pairs), reference)
+    rows = [{"n": n, "schedule": "teacher", **score(reference, None)}, {"n": n, "schedule": "before", **before}]
+    L = canonical.config.num_layers
+    schedules = {"progressive": config} | ({"one-shot": one_shot(config, L)} if ablation else {})
+    tracking = f"sqlite:///{tempfile.mkdtemp(prefix='calib-mlflow-')}/mlflow.db"
+    for name, cfg in schedules.items():
+        student = build_student(canonical, policy)
+        start = time.time()
+        with tempfile.TemporaryDirectory() as out:
+            result = calibrate(teacher, student, policy, data, cfg, out, tracking, run_name=f"N{n}-{name}", progress=False)
+        seconds = time.time() - start
+        steps = sum(s.steps for s in plan(L, cfg))
+        rows.append({"n": n, "schedule": name, "steps": steps, "seconds": seconds, **score(held_out(student.eval(), tokenizer, pairs), reference)})
+        print(f"N={n} {name}: {steps} steps in {seconds:.0f} s, stages {' '.join(result.stages)}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, nargs="+", default=[2, 3], help="sub-model counts N to benchmark")
+    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True, help="also run one-shot distillation")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override calibrate parameters, e.g. lr=5e-4")
+    parser.add_argument("--limit", type=int, default=None, help="calibration texts used (default: the whole split)")
+    parser.add_argument("--jobs", type=int, default=2, help="processes, one per N at a time")
+    args = parser.parse_args()
+    wall = time.time()
+    section = dict((yaml.safe_load(PARAMS.read_text()) or {}).get("calibrate") or {}) if PARAMS.is_file() else {}
+    section |= {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    config = CalibrationConfig.parse(section)
+    print(f"calibrate parameters: {config.model_dump(exclude={'accelerator', 'strategy', 'devices'})}", flush=True)
+    jobs = [(n, config, args.ablation, args.limit) for n in args.devices]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(bench, *zip(*jobs)))
+    else:
+        results = [bench(*job) for job in jobs]
+    print(f"\n{'N':>2} {'model':<12} {'steps':>5} {'cosine':>7} {'recall@1':>8} {'recall@5':>8} {'time':>6}")
+    for rows in results:
+        for r in rows:
+            cosine = f"{r['cosine']:.4f}" if "cosine" in r else "1"
+            time_ = f"{r['seconds']:.0f}s" if "seconds" in r else ""
+            print(f"{r['n']:>2} {r['schedule']:<12} {r.get('steps', ''):>5} {cosine:>7} {r['r@1']:>8.3f} {r['r@5']:>8.3f} {time_:>6}")
+    print(f"held-out pairs: {len(load_pairs('evaluation'))}; wall time {time.time() - wall:.0f} s")
 
 
 if __name__ == "__main__":

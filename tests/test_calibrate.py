@@ -31,6 +31,7 @@ from coformer.calibrate.losses import relative_mse, task_loss
 from coformer.calibrate.module import CalibrationModule
 from coformer.calibrate.stages import set_trainable
 from coformer.calibrate.views import student_view, teacher_view
+from coformer.calibrate.warmstart import least_squares_init
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of
 from coformer.errors import DataError
 from coformer.evaluation import output_fidelity, recall_at_k
@@ -59,7 +60,8 @@ def random_batches(n, seed, batch=16, length=24):
 
 
 def config(**overrides):
-    values = dict(group_size=1, steps_per_stage=40, final_steps=160, lr=3e-3, checkpoint_every=0, threads=1) | overrides
+    values = dict(group_size=1, steps_per_stage=40, final_steps=160, lr=3e-3, checkpoint_every=0, threads=1, warm_start=True)
+    values |= overrides
     return CalibrationConfig(**values)
 
 
@@ -108,11 +110,11 @@ def test_stage_views_compute_the_executor_probes(family, sync):
 
 
 def test_plan_and_what_each_stage_trains(setup):
-    assert [s.name for s in plan(6, config(group_size=4, steps_per_stage=5))] == ["align4", "align6", "distill"]
-    assert [(s.name, s.steps) for s in plan(6, config(steps_per_stage=0, final_steps=7))] == [("distill", 7)]
+    assert [s.name for s in plan(6, config(group_size=4, steps_per_stage=5))] == ["lsq", "align4", "align6", "distill"]
+    assert [(s.name, s.steps) for s in plan(6, config(steps_per_stage=0, final_steps=7, warm_start=False))] == [("distill", 7)]
     canonical, policy, _ = setup
     student = build_student(canonical, policy)
-    first, final = plan(2, config())[0], plan(2, config())[-1]
+    first, final = plan(2, config())[1], plan(2, config())[-1]
     set_trainable(student, first, config())
     sub = student.submodels[0]
     assert not sub.embed.word.weight.requires_grad and sub.embed.position.weight.requires_grad
@@ -122,6 +124,45 @@ def test_plan_and_what_each_stage_trains(setup):
     assert student.aggregator.merges[0].linear.weight.requires_grad and sub.embed.word.weight.requires_grad
     set_trainable(student, final, config())
     assert sub.blocks[1].attn.q.weight.requires_grad and student.aggregator.head.projection.weight.requires_grad
+
+
+@pytest.mark.parametrize("family,sync,devices,channels", [("gpt2", 0, 2, 1.0), ("gpt2", 2, 3, 0.75), ("bert", 0, 2, 1.0), ("bert", 2, 5, 1.0)])
+def test_least_squares_warm_start_brings_the_student_closer(family, sync, devices, channels):
+    """Pre-LN (with the export discount) and post-LN, one and two merges, narrower streams, and
+    (5 devices on 4 heads) shards without a single head in a block."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    if family == "bert":
+        canonical = canonicalize(tiny_bert())
+    else:
+        gpt2 = GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=100, n_positions=64, initializer_range=0.2)
+        canonical = canonicalize(GPT2LMHeadModel(gpt2).eval())
+    shares = [DeviceShare(name=f"device{k}", heads=1, neurons=1, channels=channels) for k in range(devices)]
+    policy = build_policy(shape_of(canonical), compute_importance(canonical.body, "magnitude"), shares, sync=sync)
+    student, teacher = build_student(canonical, policy), Teacher(canonical.body, canonical.head)
+    held_out = random_batches(4, seed=99)
+    before = output_fidelity(teacher, student, held_out)["cosine"]
+    errors = least_squares_init(teacher, student, random_batches(16, seed=1), ridge=1e-3)
+    after = output_fidelity(teacher, student, held_out)["cosine"]
+    assert sorted(errors) == policy_points(canonical, sync) and all(0 <= e < 1 for e in errors.values())
+    assert after > before, (before, after)
+
+
+def policy_points(canonical, sync):
+    L = canonical.config.num_layers
+    return [L] if sync == 0 else sorted({*range(sync, L, sync), L})
+
+
+def test_least_squares_warm_start_keeps_an_exact_decomposition_exact(setup):
+    """One device holding every unit is the teacher itself: the fit must find the same weights."""
+    canonical, _, teacher = setup
+    policy = policy_for(canonical, devices=1)
+    student = build_student(canonical, policy)
+    errors = least_squares_init(teacher, student, random_batches(8, seed=1), ridge=0.0)
+    inputs = token_inputs()
+    assert errors[2] < 1e-8
+    torch.testing.assert_close(student(inputs).output, teacher(inputs).output, atol=1e-4, rtol=1e-4)
 
 
 def test_bad_parameters_name_the_key():
@@ -145,13 +186,14 @@ def test_calibration_halves_the_kl_to_the_teacher(setup, tmp_path):
         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", progress=False,
     )
     after = output_fidelity(teacher, student.eval(), held_out)
-    assert result.stages == ["align1", "align2", "distill"] and len(result.curve) == 240
+    assert result.stages == ["lsq", "align1", "align2", "distill"] and len(result.curve) == 240
     assert after["kl"] <= 0.5 * before["kl"], (before, after)
     assert after["cosine"] > before["cosine"]
     import mlflow
 
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(result.run_id)
-    assert "train/distill/loss" in run.data.metrics and run.data.params["calibrate/final_steps"] == "160"
+    assert "train/distill/loss" in run.data.metrics and "warmstart/error_block2" in run.data.metrics
+    assert run.data.params["calibrate/final_steps"] == "160"
 
 
 def test_a_killed_run_resumes_from_the_last_completed_stage(setup, tmp_path):
@@ -161,19 +203,19 @@ def test_a_killed_run_resumes_from_the_last_completed_stage(setup, tmp_path):
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     with pytest.raises(RuntimeError, match="killed"):
         calibrate(teacher, build_student(canonical, policy), policy, data, cfg, out, tracking, progress=False, callbacks=[Kill("align2", 15)])
-    assert (out / "stages" / "1-align1" / "devices" / "device0" / "model.safetensors").is_file()
+    assert (out / "stages" / "2-align1" / "devices" / "device0" / "model.safetensors").is_file()
     assert not (out / "devices").exists()  # no final artifacts from a killed run
-    checkpoint = out / "checkpoints" / "2-align2" / "last.ckpt"
+    checkpoint = out / "checkpoints" / "3-align2" / "last.ckpt"
     state = torch.load(checkpoint, weights_only=True)  # Lightning's own format, loadable without pickle code
     assert state["global_step"] == 10 and not any(k.startswith("teacher.") for k in state["state_dict"])
 
     spy = StageSpy()
     student = build_student(canonical, policy)
     result = calibrate(teacher, student, policy, data, cfg, out, tracking, progress=False, callbacks=[spy])
-    assert result.resumed == ["align1"]
+    assert result.resumed == ["lsq", "align1"]
     assert spy.starts == [("align2", 10), ("distill", 0)]  # align1 not redone; align2 from its checkpoint
     assert [r["step"] for r in result.curve] == list(range(1, 61))
-    assert not (out / "checkpoints" / "2-align2").exists()
+    assert not (out / "checkpoints" / "3-align2").exists()
     saved = Ensemble(
         [load_submodel(out / "devices" / d.name) for d in policy.devices], load_aggregator(out / "aggregator"), policy.sync
     )
@@ -204,7 +246,7 @@ def test_exported_artifacts_are_safetensors_and_json_without_pickle(setup, tmp_p
     inputs = token_inputs()
     with torch.no_grad():
         torch.testing.assert_close(saved(inputs).output, student(inputs).output)
-    stage = load_student(out / "stages" / "2-align2")[1]
+    stage = load_student(out / "stages" / "3-align2")[1]
     assert not torch.equal(stage.submodels[0].blocks[0].attn.q.weight, saved.submodels[0].blocks[0].attn.q.weight)
 
 

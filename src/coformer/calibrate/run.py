@@ -42,7 +42,9 @@ STATE = "state.json"
 RUN_KEYS = {"accelerator", "strategy", "devices", "threads", "checkpoint_every", "log_every"}  # may change on resume
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
-warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")
+warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # the frozen teacher, on purpose
+# A mid-stage resume restores weights, optimizer and schedule; the stage's batch order restarts.
+warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
 
 
 @dataclass
