@@ -7,8 +7,8 @@ bodies) it prints the teacher-relative cosine of sentence embeddings before and 
 retrieval recall@1/@5 of teacher and student, and the ablation "one-shot output distillation
 with the same total steps" beside the progressive schedule, with wall times.
 
-Each N runs in its own process with one torch thread (``--jobs``), so the two cores of a small
-box work on the two decompositions at once instead of fighting over one.
+Every (N, schedule) pair runs in its own process with one torch thread (``--jobs`` at a time),
+so the two cores of a small box work on two calibrations at once instead of fighting over one.
 
     .venv/bin/python benchmarks/calibration.py                  # the acceptance run (N = 2 and 3)
     .venv/bin/python benchmarks/calibration.py --devices 2 --set final_steps=400 lr=5e-4
@@ -30,9 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import yaml  # noqa: E402
 
 from coformer.calibrate import CalibrationConfig, CalibrationData, build_student, calibrate, plan  # noqa: E402
+from coformer.cli.calibrate import read_config  # noqa: E402
 from coformer.data import load_pairs, load_texts  # noqa: E402
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of  # noqa: E402
 from coformer.evaluation import encode, recall_at_k  # noqa: E402
@@ -69,10 +69,12 @@ def one_shot(config: CalibrationConfig, num_layers: int) -> CalibrationConfig:
     return config.model_copy(update={"warm_start": False, "steps_per_stage": 0, "final_steps": total})
 
 
-def bench(n: int, config: CalibrationConfig, ablation: bool, limit: int | None) -> list[dict]:
-    """Before/after rows for N = n sub-models (runs in its own process)."""
+def bench(n: int, schedule: str, config: CalibrationConfig, limit: int | None) -> list[dict]:
+    """Rows for N = n sub-models under one schedule, in its own process: the teacher and the
+    uncalibrated student with the progressive job, then the calibrated student."""
     torch.set_num_threads(config.threads or torch.get_num_threads())
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for name in ("lightning.pytorch", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     loaded = load_model()
     canonical, tokenizer = loaded.canonical, loaded.processor
     teacher = Teacher(canonical.body, canonical.head).eval().requires_grad_(False)
@@ -82,20 +84,21 @@ def bench(n: int, config: CalibrationConfig, ablation: bool, limit: int | None) 
     reference = held_out(teacher, tokenizer, pairs)
     shares = [DeviceShare(name=f"device{k}", heads=1, neurons=1) for k in range(n)]
     policy = build_policy(shape_of(canonical), compute_importance(canonical.body, "magnitude"), shares, sync=0)
-    before = score(held_out(build_student(canonical, policy), tokenizer, pairs), reference)
-    rows = [{"n": n, "schedule": "teacher", **score(reference, None)}, {"n": n, "schedule": "before", **before}]
+    student = build_student(canonical, policy)
+    rows = []
+    if schedule == "progressive":
+        before = score(held_out(student, tokenizer, pairs), reference)
+        rows += [{"n": n, "schedule": "teacher", **score(reference, None)}, {"n": n, "schedule": "before", **before}]
     L = canonical.config.num_layers
-    schedules = {"progressive": config} | ({"one-shot": one_shot(config, L)} if ablation else {})
+    cfg = config if schedule == "progressive" else one_shot(config, L)
     tracking = f"sqlite:///{tempfile.mkdtemp(prefix='calib-mlflow-')}/mlflow.db"
-    for name, cfg in schedules.items():
-        student = build_student(canonical, policy)
-        start = time.time()
-        with tempfile.TemporaryDirectory() as out:
-            result = calibrate(teacher, student, policy, data, cfg, out, tracking, run_name=f"N{n}-{name}", progress=False)
-        seconds = time.time() - start
-        steps = sum(s.steps for s in plan(L, cfg))
-        rows.append({"n": n, "schedule": name, "steps": steps, "seconds": seconds, **score(held_out(student.eval(), tokenizer, pairs), reference)})
-        print(f"N={n} {name}: {steps} steps in {seconds:.0f} s, stages {' '.join(result.stages)}", flush=True)
+    start = time.time()
+    with tempfile.TemporaryDirectory() as out:
+        result = calibrate(teacher, student, policy, data, cfg, out, tracking, run_name=f"N{n}-{schedule}", progress=False)
+    seconds = time.time() - start
+    steps = sum(s.steps for s in plan(L, cfg))
+    rows.append({"n": n, "schedule": schedule, "steps": steps, "seconds": seconds, **score(held_out(student.eval(), tokenizer, pairs), reference)})
+    print(f"N={n} {schedule}: {steps} steps in {seconds:.0f} s, stages {' '.join(result.stages)}", flush=True)
     return rows
 
 
@@ -105,19 +108,17 @@ def main() -> None:
     parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True, help="also run one-shot distillation")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override calibrate parameters, e.g. lr=5e-4")
     parser.add_argument("--limit", type=int, default=None, help="calibration texts used (default: the whole split)")
-    parser.add_argument("--jobs", type=int, default=2, help="processes, one per N at a time")
+    parser.add_argument("--jobs", type=int, default=2, help="calibrations run at once, one process and one core each")
     args = parser.parse_args()
     wall = time.time()
-    section = dict((yaml.safe_load(PARAMS.read_text()) or {}).get("calibrate") or {}) if PARAMS.is_file() else {}
-    section |= {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    config = CalibrationConfig.parse(section)
-    print(f"calibrate parameters: {config.model_dump(exclude={'accelerator', 'strategy', 'devices'})}", flush=True)
-    jobs = [(n, config, args.ablation, args.limit) for n in args.devices]
+    config = read_config(PARAMS if PARAMS.is_file() else None, args.set)
+    schedules = ["progressive", "one-shot"] if args.ablation else ["progressive"]
     if args.jobs > 1:
-        with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(bench, *zip(*jobs)))
-    else:
-        results = [bench(*job) for job in jobs]
+        config = config.model_copy(update={"threads": 1})  # one core per job
+    print(f"calibrate parameters: {config.model_dump(exclude={'accelerator', 'strategy', 'devices'})}", flush=True)
+    jobs = [(n, schedule, config, args.limit) for n in args.devices for schedule in schedules]
+    with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(bench, *zip(*jobs)))
     print(f"\n{'N':>2} {'model':<12} {'steps':>5} {'cosine':>7} {'recall@1':>8} {'recall@5':>8} {'time':>6}")
     for rows in results:
         for r in rows:

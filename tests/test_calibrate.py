@@ -196,6 +196,27 @@ def test_calibration_halves_the_kl_to_the_teacher(setup, tmp_path):
     assert run.data.params["calibrate/final_steps"] == "160"
 
 
+def test_cached_teacher_targets_change_nothing_but_the_teacher_work(setup, tmp_path):
+    """The cache runs the teacher once per batch for the whole run, and training ends bit-identical."""
+    canonical, policy, teacher = setup
+    batches = random_batches(4, seed=1)
+    results = {}
+    for gib in (2.0, 0.0):
+        calls = []
+        handle = teacher.register_forward_hook(lambda *_: calls.append(1))
+        student = build_student(canonical, policy)
+        cfg = config(steps_per_stage=6, final_steps=8, warm_start=False, teacher_cache_gib=gib)
+        try:
+            calibrate(teacher, student, policy, CalibrationData(batches), cfg, tmp_path / str(gib), None, progress=False)
+        finally:
+            handle.remove()
+        results[gib] = (len(calls), student.state_dict())
+    assert results[2.0][0] == len(batches)  # 20 steps over 4 batches: one teacher pass each
+    assert results[0.0][0] == 8  # uncached, only the final stage runs the full teacher (once per step)
+    for name, weight in results[0.0][1].items():
+        torch.testing.assert_close(results[2.0][1][name], weight, rtol=0, atol=0, msg=name)
+
+
 def test_a_killed_run_resumes_from_the_last_completed_stage(setup, tmp_path):
     canonical, policy, teacher = setup
     data, out = CalibrationData(random_batches(8, seed=1)), tmp_path / "out"

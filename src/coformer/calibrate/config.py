@@ -29,6 +29,7 @@ class CalibrationConfig(BaseModel):
     steps_per_stage: int = Field(default=60, ge=0)  # optimizer steps of every alignment stage
     final_steps: int = Field(default=120, ge=0)  # optimizer steps of the output-distillation stage
     lr: float = Field(default=3e-4, gt=0)  # peak AdamW learning rate of every stage
+    beta2: float = Field(default=0.999, gt=0, lt=1)  # AdamW second-moment decay (lower adapts faster in short runs)
     warmup: float = Field(default=0.1, ge=0, lt=1)  # share of a stage's steps with linear warm-up; then cosine to 0
     weight_decay: float = Field(default=0.0, ge=0)  # AdamW decoupled decay (0: keep the teacher's weights' scale)
     batch_size: int = Field(default=32, ge=1)  # calibration texts per step (per process under DDP)
@@ -40,6 +41,7 @@ class CalibrationConfig(BaseModel):
     task_weight: float = Field(default=0.0, ge=0)  # weight of the task loss in the final stage (needs labels)
     freeze_embeddings: bool = True  # keep the (large, duplicated) token embedding tables as sliced
     train_merges: bool = False  # also train the aggregator's merges in alignment stages (final stage always does)
+    teacher_cache_gib: float = Field(default=2.0, ge=0)  # memory for teacher targets kept across steps (0: recompute)
     seed: int = 0  # seeds initial data order and Lightning
     accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu, cuda, mps, auto
     strategy: str = "auto"  # Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from coformer.calibrate.targets import BATCH_INDEX
 from coformer.data import text_batches
 from coformer.errors import DataError
 
@@ -29,7 +30,8 @@ class Batches(Dataset):
         return len(self.batches)
 
     def __getitem__(self, i: int) -> Batch:
-        return self.batches[self.order[i]]
+        j = self.order[i]
+        return self.batches[j] | {BATCH_INDEX: torch.tensor(j)}  # the index keys the teacher cache
 
 
 class CalibrationData(L.LightningDataModule):

@@ -18,6 +18,7 @@ import torch
 from coformer.calibrate.config import CalibrationConfig
 from coformer.calibrate.losses import hidden_alignment, output_distillation, task_loss
 from coformer.calibrate.stages import Stage, set_trainable
+from coformer.calibrate.targets import BATCH_INDEX, TeacherTargets
 from coformer.calibrate.views import student_view, teacher_view
 from coformer.errors import DataError
 from coformer.executor import Ensemble, EnsembleOutput, Teacher
@@ -36,12 +37,16 @@ def warmup_cosine(steps: int, warmup: float):
 
 
 class CalibrationModule(L.LightningModule):
-    def __init__(self, teacher: Teacher, student: Ensemble, config: CalibrationConfig, stage: Stage):
+    def __init__(
+        self, teacher: Teacher, student: Ensemble, config: CalibrationConfig, stage: Stage, targets: TeacherTargets | None = None
+    ):
+        """``targets``: the run's teacher cache, shared by its stages (default: none, the teacher runs every step)."""
         super().__init__()
         self.save_hyperparameters({"calibrate": config.model_dump()})  # the same for every stage of a run
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = student.train()
         self.config, self.stage = config, stage
+        self.targets = targets or TeacherTargets(teacher, {stage.depth}, budget_gib=0)
         self.trainable = set_trainable(student, stage, config)
         self._views: dict = {}  # depth-truncated views, rebuilt per device (plain dict: not registered)
 
@@ -61,14 +66,13 @@ class CalibrationModule(L.LightningModule):
     def stage_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named loss terms of the stage for one batch; their sum is optimised."""
         c, depth = self.config, self.stage.depth
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", BATCH_INDEX)}
         mask = inputs.get("attention_mask")  # (B, T) or None (images)
         student, teacher = self.views()
         align = not self.stage.final or c.hidden_weight > 0
-        probe = {depth} if align else set()
-        with torch.no_grad():
-            target = teacher(inputs, probe=probe)
-        out = student(inputs, probe=probe)
+        index = int(batch[BATCH_INDEX]) if BATCH_INDEX in batch else None
+        target = self.targets(index, inputs, teacher, depth)
+        out = student(inputs, probe={depth} if align else set())
         if not self.stage.final:
             return {"align": hidden_alignment(out.probes[depth], target.probes[depth], mask, c.hidden_loss)}
         head = self.student.aggregator.config.head
@@ -100,7 +104,7 @@ class CalibrationModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.student.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay, betas=(0.9, self.config.beta2))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.stage.steps, self.config.warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

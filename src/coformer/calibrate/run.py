@@ -34,17 +34,20 @@ from coformer.calibrate.data import CalibrationData
 from coformer.calibrate.module import CalibrationModule
 from coformer.calibrate.stages import Stage, plan
 from coformer.calibrate.student import restore_student, save_student
+from coformer.calibrate.targets import TeacherTargets
 from coformer.calibrate.warmstart import least_squares_init
 from coformer.decompose import Policy
 from coformer.executor import Ensemble, Teacher
 
 STATE = "state.json"
-RUN_KEYS = {"accelerator", "strategy", "devices", "threads", "checkpoint_every", "log_every"}  # may change on resume
+# Keys that only change how a run executes, not what it computes: they may differ on resume.
+RUN_KEYS = {"accelerator", "strategy", "devices", "threads", "checkpoint_every", "log_every", "teacher_cache_gib"}
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # the frozen teacher, on purpose
 # A mid-stage resume restores weights, optimizer and schedule; the stage's batch order restarts.
 warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")  # inside Lightning, not ours
 
 
 @dataclass
@@ -134,6 +137,7 @@ def calibrate(
         restore_student(stage_folder(out, stages, len(done) - 1), student)
     logger = make_logger(tracking_uri, experiment, state["run_id"], run_name)
     offset = sum(s.steps for s in stages[: len(done)])
+    targets = TeacherTargets(teacher, {s.depth for s in stages}, config.teacher_cache_gib)
     for index, stage in enumerate(stages):
         if index < len(done):
             continue
@@ -146,7 +150,7 @@ def calibrate(
             continue
         L.seed_everything(config.seed + index, verbose=False)
         data.stage = index
-        module = CalibrationModule(teacher, student, config, stage)
+        module = CalibrationModule(teacher, student, config, stage, targets)
         checkpoints = out / "checkpoints" / f"{index + 1}-{stage.name}"
         curve = LossCurve(stage.name, offset)
         trainer = L.Trainer(
