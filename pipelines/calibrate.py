@@ -5,7 +5,8 @@ Reads `base` and `calibrate` from params.yaml (and `data` for the texts), the po
 aggregator/ (safetensors + JSON), metrics.json (fidelity before/after on the held-out split,
 retrieval recall of teacher and student for the embedded corpus) and curve.csv (step,stage,loss).
 Training is logged to MLflow by Lightning's MLFlowLogger; the metrics join the same run. A killed
-run resumes from its last completed stage (outputs/calibrate/stages/).
+run resumes from its last completed stage (outputs/calibrate/stages/); a run with changed
+parameters or another policy starts over.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def main() -> None:
         metrics |= {f"teacher_recall@{k}": v for k, v in teacher_recall.items()}
     print(f"calibrate: {len(student.submodels)} sub-models (s={policy.sync}), {len(texts)} texts, before {metrics}", flush=True)
     start = time.time()
-    result = calibrate(teacher, student, policy, data, config, OUT, base["tracking_uri"], base["experiment"])
+    # A changed parameter or policy (dvc exp run -S ...) starts over; the same ones resume a killed run.
+    result = calibrate(teacher, student, policy, data, config, OUT, base["tracking_uri"], base["experiment"], restart_on_change=True)
     metrics |= quality(teacher, student, tokenizer, held, pairs, eval_length, "after")
     metrics["seconds"] = time.time() - start
     (OUT / "metrics.json").write_text(json.dumps(metrics, indent=1))

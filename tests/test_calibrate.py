@@ -245,6 +245,10 @@ def test_a_killed_run_resumes_from_the_last_completed_stage(setup, tmp_path):
 
     with pytest.raises(CalibrationConfigError, match="other parameters"):
         calibrate(teacher, build_student(canonical, policy), policy, data, config(lr=1e-4), out, progress=False)
+    changed = config(lr=1e-4, steps_per_stage=2, final_steps=2, warm_start=False)
+    result = calibrate(teacher, build_student(canonical, policy), policy, data, changed, out, progress=False, restart_on_change=True)
+    assert result.resumed == [] and result.stages == ["align1", "align2", "distill"]
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["1-align1", "2-align2", "3-distill", "state.json"]
 
 
 def test_exported_artifacts_are_safetensors_and_json_without_pickle(setup, tmp_path):

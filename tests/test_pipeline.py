@@ -69,9 +69,13 @@ def test_dvc_repro_runs_every_stage_and_reports_metrics(project):
 
 
 @pytest.mark.slow
-def test_dvc_exp_run_changes_one_parameter(project):
-    dvc("exp", "run", "-S", "search.trials=4", cwd=project)
+def test_dvc_exp_run_changes_parameters(project):
+    """More trials continue the search; a changed calibration parameter starts calibration over
+    (its persisted stages belong to the old parameters) instead of failing on them."""
+    dvc("exp", "run", "-S", "search.trials=4", "-S", "calibrate.lr=1e-4", cwd=project)
     shown = dvc("exp", "show", "--json", cwd=project).stdout
     assert '"trials": 4' in shown.replace(" ", "").replace('"trials":4', '"trials": 4')
     trials = (project / "outputs/search/trials.csv").read_text().strip().splitlines()
     assert len(trials) == 1 + 4  # header + the stored 3 trials continued to 4
+    state = json.loads((project / "outputs/calibrate/stages/state.json").read_text())
+    assert state["fingerprint"]["calibrate"]["lr"] == 1e-4 and len(state["completed"]) == len(state["fingerprint"]["stages"])

@@ -85,17 +85,22 @@ def fingerprint(config: CalibrationConfig, policy: Policy, stages: list[Stage]) 
     }
 
 
-def read_state(folder: Path, expected: dict) -> dict:
+def read_state(folder: Path, expected: dict, restart: bool) -> dict:
+    """The run's progress in ``folder``; a run with another fingerprint there is an error, or with
+    ``restart`` is discarded (its stage artifacts and checkpoints) so this run starts afresh."""
     path = folder / "stages" / STATE
-    if not path.is_file():
-        return {"fingerprint": expected, "completed": [], "run_id": None, "curve": []}
-    state = json.loads(path.read_text())
-    if state["fingerprint"] != expected:
-        raise CalibrationConfigError(
-            f"{folder} holds a calibration run with other parameters or another policy; "
-            "give a fresh output folder or delete this one to start over"
-        )
-    return state
+    if path.is_file():
+        state = json.loads(path.read_text())
+        if state["fingerprint"] == expected:
+            return state
+        if not restart:
+            raise CalibrationConfigError(
+                f"{folder} holds a calibration run with other parameters or another policy; "
+                "give a fresh output folder or delete this one to start over"
+            )
+        for stale in ("stages", "checkpoints"):
+            shutil.rmtree(folder / stale, ignore_errors=True)
+    return {"fingerprint": expected, "completed": [], "run_id": None, "curve": []}
 
 
 def write_state(folder: Path, state: dict) -> None:
@@ -124,14 +129,19 @@ def calibrate(
     run_name: str | None = "calibrate",
     callbacks: list[Callback] | None = None,
     progress: bool = True,
+    restart_on_change: bool = False,
 ) -> CalibrationResult:
-    """Calibrate ``student`` against the frozen ``teacher`` in place; resumable from ``out``."""
+    """Calibrate ``student`` against the frozen ``teacher`` in place; resumable from ``out``.
+
+    ``out`` holding a run with other parameters or another policy is an error, unless
+    ``restart_on_change`` (a pipeline stage whose parameters changed) discards that run.
+    """
     start = time.time()
     out = Path(out)
     if config.threads:
         torch.set_num_threads(config.threads)
     stages = plan(student.submodels[0].config.num_layers, config)
-    state = read_state(out, fingerprint(config, policy, stages))
+    state = read_state(out, fingerprint(config, policy, stages), restart_on_change)
     done = list(state["completed"])
     if done:
         restore_student(stage_folder(out, stages, len(done) - 1), student)
