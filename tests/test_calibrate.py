@@ -30,6 +30,7 @@ from coformer.calibrate import (
 from coformer.calibrate.losses import relative_mse, task_loss
 from coformer.calibrate.module import CalibrationModule
 from coformer.calibrate.stages import set_trainable
+from coformer.calibrate.targets import TeacherTargets
 from coformer.calibrate.views import student_view, teacher_view
 from coformer.calibrate.warmstart import least_squares_init
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of
@@ -215,6 +216,19 @@ def test_cached_teacher_targets_change_nothing_but_the_teacher_work(setup, tmp_p
     assert results[0.0][0] == 8  # uncached, only the final stage runs the full teacher (once per step)
     for name, weight in results[0.0][1].items():
         torch.testing.assert_close(results[2.0][1][name], weight, rtol=0, atol=0, msg=name)
+
+
+def test_teacher_cache_keeps_what_fits_and_computes_the_rest(setup):
+    canonical, _, teacher = setup
+    batches = random_batches(3, seed=2)
+    entry = TeacherTargets(teacher, {1, 2}, budget_gib=1)(0, batches[0], teacher, 2).nbytes  # output + 2 probes
+    targets = TeacherTargets(teacher, {1, 2}, budget_gib=1.5 * entry / 2**30)  # room for one entry
+    got = [targets(i, b, teacher_view(teacher, 1), 1) for i, b in enumerate(batches)]
+    assert list(targets.store) == [0] and sorted(got[0].probes) == [1, 2]  # kept, with every depth the run aligns
+    assert sorted(got[2].probes) == [1]  # budget spent: the stage's own shallower view
+    assert targets(0, batches[0], teacher, 2) is got[0]
+    with torch.no_grad():
+        torch.testing.assert_close(got[2].probes[1], teacher(batches[2], probe={1}).probes[1])
 
 
 def test_a_killed_run_resumes_from_the_last_completed_stage(setup, tmp_path):

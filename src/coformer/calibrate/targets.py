@@ -48,6 +48,7 @@ class TeacherTargets:
         out = self.teacher(inputs, probe=self.depths)
         targets = Targets(out.output, out.probes)
         if self.used + targets.nbytes <= self.budget:
-            self.store[index] = targets
-        self.used += targets.nbytes  # counted even when not kept, so an oversized batch stops further tries
+            self.store[index], self.used = targets, self.used + targets.nbytes
+        else:
+            self.budget = self.used  # full: later misses run the stage's own view
         return targets
