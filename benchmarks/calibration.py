@@ -35,7 +35,7 @@ from coformer.calibrate import CalibrationConfig, CalibrationData, build_student
 from coformer.cli.calibrate import read_config  # noqa: E402
 from coformer.data import load_pairs, load_texts  # noqa: E402
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of  # noqa: E402
-from coformer.evaluation import encode, recall_at_k  # noqa: E402
+from coformer.evaluation import encode_pairs, recall_at_k  # noqa: E402
 from coformer.executor import Teacher  # noqa: E402
 from coformer.loading import load_model  # noqa: E402
 
@@ -45,11 +45,8 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 def held_out(model, tokenizer, pairs) -> dict[str, torch.Tensor]:
     """Sentence embeddings of the evaluation summaries and bodies: (n, d) each."""
-    encoder = lambda batch: model(batch).output  # noqa: E731
-    return {
-        "queries": encode(encoder, tokenizer, [p.query for p in pairs], max_length=EVAL_MAX_LENGTH),
-        "documents": encode(encoder, tokenizer, [p.document for p in pairs], max_length=EVAL_MAX_LENGTH),
-    }
+    queries, documents = encode_pairs(lambda batch: model(batch).output, tokenizer, pairs, EVAL_MAX_LENGTH)
+    return {"queries": queries, "documents": documents}
 
 
 def score(embeddings: dict, reference: dict | None) -> dict[str, float]:

@@ -36,10 +36,14 @@ def recall_at_k(queries: torch.Tensor, documents: torch.Tensor, ks: Sequence[int
     return {k: float((rank < k).float().mean()) for k in ks}
 
 
+def encode_pairs(model: Encoder, tokenizer, pairs: Sequence[RetrievalPair], max_length: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of the pairs' queries and of their documents: (n, d) each."""
+    queries = encode(model, tokenizer, [p.query for p in pairs], max_length=max_length)
+    return queries, encode(model, tokenizer, [p.document for p in pairs], max_length=max_length)
+
+
 def retrieval_recall(
     model: Encoder, tokenizer, pairs: Sequence[RetrievalPair], ks: Sequence[int] = (1, 5), max_length: int = 128
 ) -> dict[int, float]:
     """recall@k of ``model`` on summary -> body pairs."""
-    queries = encode(model, tokenizer, [p.query for p in pairs], max_length=max_length)
-    documents = encode(model, tokenizer, [p.document for p in pairs], max_length=max_length)
-    return recall_at_k(queries, documents, ks)
+    return recall_at_k(*encode_pairs(model, tokenizer, pairs, max_length), ks)
