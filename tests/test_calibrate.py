@@ -113,6 +113,10 @@ def test_stage_views_compute_the_executor_probes(family, sync):
 def test_plan_and_what_each_stage_trains(setup):
     assert [s.name for s in plan(6, config(group_size=4, steps_per_stage=5))] == ["lsq", "align4", "align6", "distill"]
     assert [(s.name, s.steps) for s in plan(6, config(steps_per_stage=0, final_steps=7, warm_start=False))] == [("distill", 7)]
+    # every stage keeps the boundaries before its own aligned; the final stage aligns them all, unless weighted 0
+    assert [s.aligned for s in plan(6, config(group_size=4, steps_per_stage=5))] == [(), (4,), (4, 6), (4, 6)]
+    assert plan(6, config(group_size=2, steps_per_stage=0, final_steps=7))[-1].aligned == (2, 4, 6)
+    assert plan(6, config(hidden_weight=0))[-1].aligned == ()
     canonical, policy, _ = setup
     student = build_student(canonical, policy)
     first, final = plan(2, config())[1], plan(2, config())[-1]
@@ -221,12 +225,12 @@ def test_cached_teacher_targets_change_nothing_but_the_teacher_work(setup, tmp_p
 def test_teacher_cache_keeps_what_fits_and_computes_the_rest(setup):
     canonical, _, teacher = setup
     batches = random_batches(3, seed=2)
-    entry = TeacherTargets(teacher, {1, 2}, budget_gib=1)(0, batches[0], teacher, 2).nbytes  # output + 2 probes
+    entry = TeacherTargets(teacher, {1, 2}, budget_gib=1)(0, batches[0], teacher, {2}).nbytes  # output + 2 probes
     targets = TeacherTargets(teacher, {1, 2}, budget_gib=1.5 * entry / 2**30)  # room for one entry
-    got = [targets(i, b, teacher_view(teacher, 1), 1) for i, b in enumerate(batches)]
+    got = [targets(i, b, teacher_view(teacher, 1), {1}) for i, b in enumerate(batches)]
     assert list(targets.store) == [0] and sorted(got[0].probes) == [1, 2]  # kept, with every depth the run aligns
     assert sorted(got[2].probes) == [1]  # budget spent: the stage's own shallower view
-    assert targets(0, batches[0], teacher, 2) is got[0]
+    assert targets(0, batches[0], teacher, {2}) is got[0]
     with torch.no_grad():
         torch.testing.assert_close(got[2].probes[1], teacher(batches[2], probe={1}).probes[1])
 

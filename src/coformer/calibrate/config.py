@@ -36,7 +36,7 @@ class CalibrationConfig(BaseModel):
     max_length: int = Field(default=64, ge=1)  # tokens per calibration text (longer ones are truncated)
     grad_clip: float = Field(default=1.0, ge=0)  # gradient norm clipping (0: off)
     hidden_loss: Literal["mse", "cosine"] = "mse"  # alignment loss on merged vs teacher hidden states
-    hidden_weight: float = Field(default=1.0, ge=0)  # weight of the last-block alignment kept in the final stage
+    hidden_weight: float = Field(default=10.0, ge=0)  # final stage: weight of the alignment at every group boundary
     temperature: float = Field(default=2.0, gt=0)  # softens logits for the KL of LMs and classifiers
     task_weight: float = Field(default=0.0, ge=0)  # weight of the task loss in the final stage (needs labels)
     freeze_embeddings: bool = True  # keep the (large, duplicated) token embedding tables as sliced

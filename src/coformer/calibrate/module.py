@@ -46,7 +46,7 @@ class CalibrationModule(L.LightningModule):
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = student.train()
         self.config, self.stage = config, stage
-        self.targets = targets or TeacherTargets(teacher, {stage.depth}, budget_gib=0)
+        self.targets = targets or TeacherTargets(teacher, set(stage.aligned), budget_gib=0)
         self.trainable = set_trainable(student, stage, config)
         self._views: dict = {}  # depth-truncated views, rebuilt per device (plain dict: not registered)
 
@@ -65,20 +65,20 @@ class CalibrationModule(L.LightningModule):
 
     def stage_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named loss terms of the stage for one batch; their sum is optimised."""
-        c, depth = self.config, self.stage.depth
+        c, aligned = self.config, set(self.stage.aligned)
         inputs = {k: v for k, v in batch.items() if k not in ("labels", BATCH_INDEX)}
         mask = inputs.get("attention_mask")  # (B, T) or None (images)
         student, teacher = self.views()
-        align = not self.stage.final or c.hidden_weight > 0
         index = int(batch[BATCH_INDEX]) if BATCH_INDEX in batch else None
-        target = self.targets(index, inputs, teacher, depth)
-        out = student(inputs, probe={depth} if align else set())
+        target = self.targets(index, inputs, teacher, aligned)
+        out = student(inputs, probe=aligned)
+        alignment = sum(hidden_alignment(out.probes[d], target.probes[d], mask, c.hidden_loss) for d in sorted(aligned))
         if not self.stage.final:
-            return {"align": hidden_alignment(out.probes[depth], target.probes[depth], mask, c.hidden_loss)}
+            return {"align": alignment}
         head = self.student.aggregator.config.head
         terms = {"distill": output_distillation(out.output, target.output, head, mask, c.temperature)}
-        if c.hidden_weight > 0:
-            terms["hidden"] = c.hidden_weight * hidden_alignment(out.probes[depth], target.probes[depth], mask, c.hidden_loss)
+        if aligned:
+            terms["hidden"] = c.hidden_weight * alignment
         if c.task_weight > 0:
             terms["task"] = c.task_weight * task_loss(out.output, self.labels(batch, head.projection), head)
         return terms

@@ -147,7 +147,7 @@ def calibrate(
         restore_student(stage_folder(out, stages, len(done) - 1), student)
     logger = make_logger(tracking_uri, experiment, state["run_id"], run_name)
     offset = sum(s.steps for s in stages[: len(done)])
-    targets = TeacherTargets(teacher, {s.depth for s in stages}, config.teacher_cache_gib)
+    targets = TeacherTargets(teacher, {d for s in stages for d in s.aligned}, config.teacher_cache_gib)
     for index, stage in enumerate(stages):
         if index < len(done):
             continue

@@ -2,8 +2,12 @@
 
 Notation: L blocks, g the group size. An optional least-squares warm start refits every block in
 closed form (``warmstart``); alignment stage t then runs blocks [0, min(t*g, L)) and aligns the
-merged state there with the teacher's by gradient steps; the final stage runs everything and
-distils outputs.
+merged states at every group boundary up to there (g, 2g, ...) with the teacher's by gradient
+steps, so earlier groups keep their alignment while later ones learn; the final stage runs
+everything, distils outputs and keeps aligning every boundary (weighted by ``hidden_weight``): a
+sentence embedding is one vector per text, the token states at every boundary are far more signal
+(held-out cosine 0.896 with the output loss alone, 0.911 with the last boundary, 0.917 with all
+three, after 300 steps).
 
 Trainable per stage: the embeddings (minus the token tables when frozen) and the blocks the stage
 runs, of every sub-model. The aggregator's merges train in the final stage; in alignment stages
@@ -29,6 +33,7 @@ class Stage:
     kind: StageKind  # closed-form warm start, hidden-state alignment, or output distillation
     depth: int  # blocks the stage runs; the probe of an alignment stage sits after block `depth`
     steps: int  # optimizer steps (0 for the closed-form warm start)
+    aligned: tuple[int, ...] = ()  # block counts whose merged state is aligned with the teacher's
 
     @property
     def final(self) -> bool:
@@ -43,11 +48,11 @@ def plan(num_layers: int, config: CalibrationConfig) -> list[Stage]:
     """Stages in order; gradient stages with no steps are left out (``steps_per_stage: 0`` and
     ``warm_start: false`` = one-shot output distillation)."""
     stages = [Stage("least-squares", num_layers, 0)] if config.warm_start else []
+    boundaries = sorted({*range(config.group_size, num_layers, config.group_size), num_layers})
     if config.steps_per_stage:
-        depths = sorted({*range(config.group_size, num_layers, config.group_size), num_layers})
-        stages += [Stage("align", depth, config.steps_per_stage) for depth in depths]
+        stages += [Stage("align", d, config.steps_per_stage, tuple(b for b in boundaries if b <= d)) for d in boundaries]
     if config.final_steps:
-        stages.append(Stage("distill", num_layers, config.final_steps))
+        stages.append(Stage("distill", num_layers, config.final_steps, tuple(boundaries) if config.hidden_weight else ()))
     return stages
 
 

@@ -37,13 +37,13 @@ class TeacherTargets:
         self.store: dict[int, Targets] = {}
 
     @torch.no_grad()
-    def __call__(self, index: int | None, inputs: dict[str, torch.Tensor], view: Teacher, depth: int) -> Targets:
-        """Targets for the batch at ``index`` (None: never cached); ``view`` and ``depth`` are the
-        stage's teacher and aligned depth, used when the batch is not kept."""
+    def __call__(self, index: int | None, inputs: dict[str, torch.Tensor], view: Teacher, depths: set[int]) -> Targets:
+        """Targets for the batch at ``index`` (None: never cached); ``view`` and ``depths`` are the
+        stage's teacher and aligned depths, used when the batch is not kept."""
         if index in self.store:
             return self.store[index]
         if index is None or self.used >= self.budget:
-            out = view(inputs, probe={depth})
+            out = view(inputs, probe=depths)
             return Targets(out.output, out.probes)
         out = self.teacher(inputs, probe=self.depths)
         targets = Targets(out.output, out.probes)
