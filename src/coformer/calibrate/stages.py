@@ -31,7 +31,7 @@ StageKind = Literal["least-squares", "align", "distill"]
 @dataclass(frozen=True)
 class Stage:
     kind: StageKind  # closed-form warm start, hidden-state alignment, or output distillation
-    depth: int  # blocks the stage runs; the probe of an alignment stage sits after block `depth`
+    depth: int  # blocks the stage runs (an alignment stage aligns the boundary after its last block, too)
     steps: int  # optimizer steps (0 for the closed-form warm start)
     aligned: tuple[int, ...] = ()  # block counts whose merged state is aligned with the teacher's
 
