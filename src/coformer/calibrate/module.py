@@ -72,7 +72,7 @@ class CalibrationModule(L.LightningModule):
         index = int(batch[BATCH_INDEX]) if BATCH_INDEX in batch else None
         target = self.targets(index, inputs, teacher, aligned)
         out = student(inputs, probe=aligned)
-        alignment = sum(hidden_alignment(out.probes[d], target.probes[d], mask, c.hidden_loss) for d in sorted(aligned))
+        alignment = sum(hidden_alignment(out.probes[d], target.probes[d], mask, c.hidden_loss) for d in self.stage.aligned)
         if not self.stage.final:
             return {"align": alignment}
         head = self.student.aggregator.config.head
