@@ -59,8 +59,11 @@ class FeatureMatching(nn.Module):
         self.linear.weight.copy_(weight)
         self.linear.bias.zero_()
 
-    def forward(self, outputs: list[torch.Tensor]) -> torch.Tensor:
-        return self.linear(torch.cat(outputs, dim=-1))  # (B, T, W_k) -> (B, T, d)
+    def forward(self, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        """``None`` marks a device whose stream is missing: its columns see zeros."""
+        like = next(o for o in outputs if o is not None)
+        filled = [like.new_zeros(*like.shape[:-1], w) if o is None else o for o, w in zip(outputs, self.widths)]
+        return self.linear(torch.cat(filled, dim=-1))  # (B, T, W_k) -> (B, T, d)
 
 
 class Aggregator(nn.Module):
@@ -76,9 +79,18 @@ class Aggregator(nn.Module):
         for merge in self.merges:
             merge.reset_to_scatter(self.config.device_channels, average=self.config.norm_position == "post")
 
-    def merge(self, point: int, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """Combine the devices' exports at sync point number ``point``: (B, T, d)."""
+    def merge(self, point: int, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        """Combine the devices' exports at sync point number ``point``: (B, T, d).
+
+        A ``None`` export is a device that did not answer (degraded serving, dropout in calibration).
+        """
+        if all(o is None for o in outputs):
+            raise ValueError("no device stream to merge")
         return self.merges[point](outputs)
+
+    def scatter(self, merged: torch.Tensor) -> list[torch.Tensor]:
+        """Every device's channels of the merged state, what it continues from: N x (B, T, w_k)."""
+        return [merged[..., torch.as_tensor(c, device=merged.device)] for c in self.config.device_channels]
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """(final-normed hidden state, model output) from the merged last state."""
