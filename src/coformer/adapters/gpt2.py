@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from coformer.adapters.base import Adapter, Weights, layer_norm, prefixed
-from coformer.errors import ModelError
 from coformer.modeling import HeadConfig, SubModelConfig
 
 
@@ -15,13 +14,17 @@ def conv1d(module) -> Weights:
 class GPT2Adapter(Adapter):
     model_types = ("gpt2",)
     family = "gpt2"
+    model_classes = ("GPT2Model", "GPT2LMHeadModel")
+    honoured = (
+        "n_embd", "n_layer", "n_head", "n_inner", "n_positions", "vocab_size", "activation_function",
+        "layer_norm_epsilon", "scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn",
+        "tie_word_embeddings",  # the head takes lm_head's own weight, tied or not
+    )  # fmt: skip
+    refused = {"add_cross_attention": False}  # cross-attention layers over an encoder's states
 
     def __init__(self, model, pooling=None, normalize=False):
         super().__init__(model, pooling, normalize)
         self.base = getattr(model, "transformer", model)
-        c = self.hf_config
-        if getattr(c, "scale_attn_by_inverse_layer_idx", False) or getattr(c, "reorder_and_upcast_attn", False):
-            raise ModelError("GPT-2 configs with scale_attn_by_inverse_layer_idx/reorder_and_upcast_attn are not supported")
 
     def body_config(self) -> SubModelConfig:
         c = self.hf_config
@@ -39,6 +42,9 @@ class GPT2Adapter(Adapter):
             neurons_per_block=[c.n_inner or 4 * c.n_embd] * c.n_layer,
             vocab_size=c.vocab_size,
             max_positions=c.n_positions,
+            scale_attention=c.scale_attn_weights,
+            inverse_depth_scale=c.scale_attn_by_inverse_layer_idx,
+            upcast_attention=c.reorder_and_upcast_attn,
         )
 
     def embedding_weights(self) -> Weights:

@@ -27,6 +27,7 @@ class HeadConfig(BaseModel):
     projection: Projection = "none"  # lm: logits per token; classifier: logits per sequence
     num_outputs: int = 0  # V for "lm", C for "classifier"
     projection_bias: bool = False
+    distillation: bool = False  # DeiT with teacher: mean of the classifier on token 0 and a second one on token 1
 
 
 class OutputHead(nn.Module):
@@ -38,6 +39,7 @@ class OutputHead(nn.Module):
         self.projection = (
             nn.Linear(c.hidden_size, c.num_outputs, bias=c.projection_bias) if c.projection != "none" else None
         )
+        self.distillation = nn.Linear(c.hidden_size, c.num_outputs, bias=c.projection_bias) if c.distillation else None
 
     def normed(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden if self.norm is None else self.norm(hidden)
@@ -57,4 +59,6 @@ class OutputHead(nn.Module):
             out = hidden  # (B, T, d)
         if c.normalize:
             out = F.normalize(out, dim=-1)
+        if self.distillation is not None:
+            return (self.projection(out) + self.distillation(hidden[:, 1])) / 2  # (B, C)
         return out if self.projection is None else self.projection(out)  # (B, [T,] V|C)

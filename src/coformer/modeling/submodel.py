@@ -28,6 +28,7 @@ from torch import nn
 from coformer.errors import ArtifactError, ModelError
 
 EmbeddingKind = Literal["gpt2", "bert", "vit"]
+InputKind = Literal["tokens", "pixels"]
 NormPosition = Literal["pre", "post"]
 
 ACTIVATIONS = {
@@ -57,9 +58,15 @@ class SubModelConfig(BaseModel):
     vocab_size: int = 0  # token embeddings (gpt2, bert)
     max_positions: int = 0  # learned position embeddings (gpt2, bert)
     type_vocab_size: int = 0  # token type embeddings (bert)
+    padding_idx: int | None = None  # bert: positions count non-padding ids from padding_idx + 1 (RoBERTa); None: 0, 1, ...
     image_size: int = 0  # vit
     patch_size: int = 0  # vit
     num_channels: int = 0  # vit input colour channels
+    class_tokens: int = 1  # vit: learned tokens ahead of the patches (CLS; DeiT adds its distillation token)
+    qkv_bias: bool = True  # q, k and v projections have biases (ViT qkv_bias=False: none)
+    scale_attention: bool = True  # scores divided by sqrt(hd) (GPT-2 scale_attn_weights)
+    inverse_depth_scale: bool = False  # block i also divides its scores by i + 1 (GPT-2 scale_attn_by_inverse_layer_idx)
+    upcast_attention: bool = False  # scores and softmax in float32 whatever the compute dtype (GPT-2 reorder_and_upcast_attn)
     discount: bool = False  # pre-LN export subtracts the share of the start state it duplicates
     name: str = Field(default="full")  # device name
 
@@ -77,6 +84,31 @@ class SubModelConfig(BaseModel):
     @property
     def num_layers(self) -> int:
         return len(self.heads_per_block)
+
+    @property
+    def input_kind(self) -> InputKind:
+        """What a request carries: token ids (``input_ids``...) or images (``pixel_values``)."""
+        return "pixels" if self.embedding == "vit" else "tokens"
+
+    @property
+    def patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2 if self.input_kind == "pixels" else 0
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest token input the position table covers (0: no limit, or an image model)."""
+        if self.input_kind == "pixels" or not self.max_positions:
+            return 0
+        return self.max_positions - (0 if self.padding_idx is None else self.padding_idx + 1)
+
+    def tokens(self, seq_len: int) -> int:
+        """T for a request of ``seq_len`` tokens (image models: their patches and class tokens)."""
+        return self.patches + self.class_tokens if self.input_kind == "pixels" else seq_len
+
+    def attention_scale(self, i: int) -> float:
+        """Factor on block i's q.k scores, computed as transformers computes it."""
+        scale = self.head_dim**-0.5 if self.scale_attention else 1.0
+        return scale / float(i + 1) if self.inverse_depth_scale else scale
 
 
 class KVCache:
@@ -120,17 +152,22 @@ def attention_bias(
 
 
 class Embeddings(nn.Module):
-    """Token/position(/type) embeddings, or ViT's patch embedding, at the sub-model's width."""
+    """Token/position(/type) embeddings, or ViT's patch embedding, at the sub-model's width.
+
+    The one place that knows what each embedding kind holds: downstream code asks it (or
+    ``SubModelConfig``) for the input kind, the parameters per channel, the vocabulary table and
+    the weights that write inputs into the stream, never for the family.
+    """
 
     def __init__(self, c: SubModelConfig):
         super().__init__()
         self.kind = c.embedding
+        self.padding_idx = c.padding_idx
         w = c.width
         if c.embedding == "vit":
             self.patch = nn.Conv2d(c.num_channels, w, c.patch_size, stride=c.patch_size)
-            self.cls = nn.Parameter(torch.zeros(1, 1, w))
-            patches = (c.image_size // c.patch_size) ** 2
-            self.position = nn.Parameter(torch.zeros(1, patches + 1, w))
+            self.cls = nn.Parameter(torch.zeros(1, c.class_tokens, w))  # CLS (then DeiT's distillation token)
+            self.position = nn.Parameter(torch.zeros(1, c.patches + c.class_tokens, w))
             return
         self.word = nn.Embedding(c.vocab_size, w)
         self.position = nn.Embedding(c.max_positions, w)
@@ -138,15 +175,38 @@ class Embeddings(nn.Module):
             self.token_type = nn.Embedding(c.type_vocab_size, w)
             self.norm = nn.LayerNorm(w, eps=c.layer_norm_eps)
 
+    @staticmethod
+    def parameters_per_channel(c: SubModelConfig) -> int:
+        """Parameters per residual channel (every embedding weight has one row or column per channel)."""
+        with torch.device("meta"):
+            one = Embeddings(c.model_copy(update={"channels": [0]}))
+        return sum(p.numel() for p in one.parameters())
+
+    @property
+    def vocabulary(self) -> nn.Embedding | None:
+        """The token table (the large weight every full-width device duplicates); None for images."""
+        return getattr(self, "word", None)
+
+    def input_weights(self) -> torch.Tensor:
+        """(w, k): how each channel reads the raw input (token table rows or patch pixels)."""
+        return self.patch.weight.flatten(1) if self.kind == "vit" else self.word.weight.t()
+
+    def positions(self, ids: torch.Tensor, past: int) -> torch.Tensor:
+        """Position ids (B|1, T); with a padding index, as RoBERTa counts them from the ids."""
+        if self.padding_idx is None:
+            return torch.arange(past, past + ids.shape[1]).unsqueeze(0)
+        real = ids.ne(self.padding_idx).long()  # (B, T)
+        return (real.cumsum(1) + past) * real + self.padding_idx
+
     def forward(self, inputs: dict[str, torch.Tensor], past: int = 0) -> torch.Tensor:
         if self.kind == "vit":
             x = self.patch(inputs["pixel_values"]).flatten(2).transpose(1, 2)  # (B, N, w)
-            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N+1, w)
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, c+N, w)
             return x + self.position
         ids = inputs["input_ids"]  # (B, T)
         positions = inputs.get("position_ids")
         if positions is None:
-            positions = torch.arange(past, past + ids.shape[1]).unsqueeze(0)
+            positions = self.positions(ids, past)
         x = self.word(ids) + self.position(positions)  # (B, T, w)
         if self.kind == "bert":
             types = inputs.get("token_type_ids")
@@ -156,10 +216,11 @@ class Embeddings(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, w: int, h: int, hd: int):
+    def __init__(self, w: int, h: int, hd: int, scale: float, qkv_bias: bool = True, upcast: bool = False):
         super().__init__()
         self.heads, self.head_dim = h, hd
-        self.q, self.k, self.v = (nn.Linear(w, h * hd) for _ in range(3))
+        self.scale, self.upcast = scale, upcast
+        self.q, self.k, self.v = (nn.Linear(w, h * hd, bias=qkv_bias) for _ in range(3))
         self.o = nn.Linear(h * hd, w)  # its bias is added once, after the partials are summed
         self.context = nn.Identity()  # probe point: per-head context (B, T, h*hd), for importance hooks
 
@@ -171,7 +232,12 @@ class Attention(nn.Module):
         q, k, v = (p(x).view(B, T, self.heads, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v))
         if cache is not None:
             k, v = cache.extend(i, k, v)  # (B, h, S, hd)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, T, hd)
+        if self.upcast:  # scores and softmax in float32, as transformers' reorder_and_upcast_attn
+            with torch.autocast(x.device.type, enabled=False):
+                ctx = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias, scale=self.scale)
+            ctx = ctx.to(v.dtype)  # (B, h, T, hd)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, h, T, hd)
         ctx = self.context(ctx.transpose(1, 2).reshape(B, T, -1))  # (B, T, h*hd)
         return F.linear(ctx, self.o.weight)
 
@@ -194,7 +260,7 @@ class Block(nn.Module):
         w = c.width
         self.pre = c.norm_position == "pre"
         self.norm1 = nn.LayerNorm(w, eps=c.layer_norm_eps)
-        self.attn = Attention(w, c.heads_per_block[i], c.head_dim)
+        self.attn = Attention(w, c.heads_per_block[i], c.head_dim, c.attention_scale(i), c.qkv_bias, c.upcast_attention)
         self.norm2 = nn.LayerNorm(w, eps=c.layer_norm_eps)
         self.ffn = FeedForward(w, c.neurons_per_block[i], c.activation)
 
@@ -236,6 +302,14 @@ class SubModel(nn.Module):
         with torch.device("meta"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # devices without heads
             model = cls(config)
+        expected = model.state_dict()
+        wrong = [f"{k} is not in the config" for k in state if k not in expected] + [
+            f"{k} is {tuple(v.shape)}, the config says {tuple(expected[k].shape)}"
+            for k, v in state.items()
+            if k in expected and v.shape != expected[k].shape
+        ]
+        if wrong:
+            raise ArtifactError(f"sub-model '{config.name}' weights do not match its config ({'; '.join(wrong[:3])}); re-export it")
         model.load_state_dict(state, strict=False, assign=True)
         model.channel_index = torch.tensor(config.channels, dtype=torch.long)
         missing = [n for n, p in model.state_dict().items() if p.is_meta]
