@@ -1,1 +1,1 @@
-"""DVC stage scripts: thin layers over the coformer library, one module per stage."""
+"""DVC stage scripts: one thin module per stage over ``coformer.stages`` (see ``common.py``)."""

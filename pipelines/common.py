@@ -1,45 +1,36 @@
-"""What every stage script shares: its params, an MLflow run, and errors as one line.
+"""What every stage script shares: validated parameters, the paths dvc.yaml passes, errors as one line.
 
-Stages run as ``python -m pipelines.<stage>`` from the repository root (DVC's working
-directory): as modules, so that ``pipelines/profile.py`` cannot shadow the standard library's
-``profile`` the way running it as a script (its folder first on ``sys.path``) would.
+A stage runs as ``python -m pipelines.<stage> name=path ...`` from the repository root. Its
+paths are written once, in ``dvc.yaml`` (the ``dirs`` variables), and arrive here as arguments
+named after the stage function's parameters; the work itself is one function of
+``coformer.stages`` that the ``coformer`` CLI calls too. Running as a module (not a script) keeps
+``pipelines/profile.py`` from shadowing the standard library's ``profile``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 from coformer.errors import CoFormerError
-
-PARAMS = Path("params.yaml")
-
-
-def load_params(stage: str) -> tuple[dict, dict, dict]:
-    """(base, data, this stage's section) of params.yaml."""
-    params = yaml.safe_load(PARAMS.read_text())
-    return params["base"], params.get("data") or {}, params.get(stage) or {}
+from coformer.params import load_params
 
 
-@contextmanager
-def mlflow_run(base: dict, run_name: str):
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
+def paths(arguments: list[str]) -> dict[str, Path]:
+    named = {}
+    for argument in arguments:
+        name, sep, path = argument.partition("=")
+        if not sep or not path:
+            raise CoFormerError(f"stage argument {argument!r} must look like name=path (dvc.yaml passes them)")
+        named[name] = Path(path)
+    return named
 
-    mlflow.set_tracking_uri(base["tracking_uri"])
-    mlflow.set_experiment(base["experiment"])
-    with mlflow.start_run(run_name=run_name) as run:
-        yield run
 
-
-def run_stage(main: Callable[[], None]) -> None:
+def main(stage: Callable[..., object]) -> None:
+    """Run ``stage(params, **paths)``; our own errors become one line on stderr and exit code 2."""
     try:
-        main()
+        stage(load_params(), **paths(sys.argv[1:]))
     except CoFormerError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

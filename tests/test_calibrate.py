@@ -61,7 +61,10 @@ def random_batches(n, seed, batch=16, length=24):
 
 
 def config(**overrides):
-    values = dict(group_size=1, steps_per_stage=40, final_steps=160, lr=3e-3, checkpoint_every=0, threads=1, warm_start=True)
+    values = dict(
+        group_size=1, steps_per_stage=40, final_steps=160, lr=3e-3, beta2=0.999, batch_size=32, precision="32-true",
+        checkpoint_every=0, threads=1, warm_start=True,
+    )
     values |= overrides
     return CalibrationConfig(**values)
 
@@ -340,12 +343,13 @@ def test_cli_calibrates_a_decomposed_folder_and_resumes(tmp_path, minilm):
     cli = [sys.executable, "-c", "from coformer.cli import main; main()"]
     common = dict(capture_output=True, text=True, timeout=300, cwd=tmp_path)
     subprocess.run([*cli, "decompose", "--model", str(model_dir), "--devices", "2", "--out", "dec"], check=True, **common)
-    args = ["calibrate", "--decomposed", "dec", "--out", "cal", "--model", str(model_dir), "--limit", "64",
-            "--set", "steps_per_stage=2", "--set", "final_steps=2", "--set", "batch_size=16", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]  # fmt: skip
+    small = [f"base.model={model_dir}", "data.calibration_limit=64", "data.eval_limit=8", "calibrate.steps_per_stage=2",
+             "calibrate.final_steps=2", "calibrate.batch_size=16", f"base.tracking_uri=sqlite:///{tmp_path}/m.db"]  # fmt: skip
+    args = ["calibrate", "--decomposed", "dec", "--out", "cal", *[a for s in small for a in ("--set", s)]]
     result = subprocess.run([*cli, *args], **common)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "cal" / "devices" / "device1" / "model.safetensors").is_file()
     again = subprocess.run([*cli, *args], **common)
     assert again.returncode == 0 and "resumed after stage(s) align2, distill" in again.stderr + again.stdout
-    bad = subprocess.run([*cli, *args[:-2], "--set", "lr=oops"], **common)
+    bad = subprocess.run([*cli, *args, "--set", "calibrate.lr=oops"], **common)
     assert bad.returncode == 2 and "calibrate.lr" in bad.stderr and "Traceback" not in bad.stderr

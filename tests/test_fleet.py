@@ -202,12 +202,15 @@ def test_fleet_needs_a_device():
         Fleet(name="empty", devices=[], aggregator=DeviceProfile(**GOOD))
 
 
-def test_profile_command_writes_a_loadable_profile(tmp_path):
+def test_profile_command_writes_a_loadable_profile(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from coformer.cli import app
 
-    out = tmp_path / "device.json"
-    result = CliRunner().invoke(app, ["profile", "--seq-len", "16", "--repeats", "2", "--out", str(out)], env={"COLUMNS": "200"})
+    monkeypatch.chdir(tmp_path)
+    small = ["profile.seq_len=16", "profile.repeats=2", "profile.whole_machine=false", f"base.tracking_uri=sqlite:///{tmp_path}/m.db"]
+    args = ["profile", "--out", str(tmp_path / "profile"), *[a for s in small for a in ("--set", s)]]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "block chains" in result.output and load_profile(out).source.startswith("measured on")
+    assert "core_matmul_gflops" in result.output and load_profile(tmp_path / "profile" / "device.json").source.startswith("measured on")
+    assert load_fleet(tmp_path / "profile" / "fleet.json").name == "default"

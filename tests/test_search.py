@@ -23,7 +23,6 @@ from coformer.fleet.cost import ModelDims, UnitCounts, Workload, estimate
 from coformer.fleet.profile import DeviceProfile, Fleet
 from coformer.search import SearchConfig, SearchSpace, run_search
 from coformer.search.degradation import per_item
-from coformer.search.report import log_mlflow
 from coformer.search.results import knee, pareto_mask
 from coformer.search.tuning import check_stored, ray_session
 
@@ -146,10 +145,10 @@ def test_cli_reports_an_infeasible_fleet_in_one_line(canonical, tmp_path):
     model = canonicalize(tiny_gpt2())
     tiny_fleet(model, fractions=(0.1, 0.1)).save(tmp_path / "fleet.json")
     result = subprocess.run(
-        [sys.executable, "-c", "from coformer.cli import main; main()", "search", "--model", str(tmp_path / "gpt2"),
-         "--fleet", str(tmp_path / "fleet.json"), "--trials", "2", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
-    )
+        [sys.executable, "-c", "from coformer.cli import main; main()", "search", "--set", f"base.model={tmp_path / 'gpt2'}",
+         "--fleet", str(tmp_path / "fleet.json"), "--set", "search.trials=2", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no decomposition policy fits fleet 'tiny'" in result.stderr and "dev0" in result.stderr
 
@@ -157,15 +156,21 @@ def test_cli_reports_an_infeasible_fleet_in_one_line(canonical, tmp_path):
 def test_mlflow_run_holds_policy_trials_and_plot(searched, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    from coformer.params import load_params
+    from coformer.search.report import FILES
+    from coformer.tracking import log_outputs, stage_run
+
     monkeypatch.chdir(tmp_path)  # MLflow puts artifacts under ./mlruns
     out, config, result, _ = searched
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run_id = log_mlflow(out, result, config.model_dump(by_alias=True), uri, "search-test")
+    params = load_params(None, [f"base.tracking_uri={uri}", "base.experiment=search-test", "search.lambda=7.5"])
+    with stage_run(params, "search") as run:
+        log_outputs(result.metrics, [out / name for name in FILES])
     client = MlflowClient(uri)
-    assert {a.path for a in client.list_artifacts(run_id)} >= {"policy.json", "trials.csv", "pareto.csv", "pareto.png"}
-    run = client.get_run(run_id)
-    assert run.data.metrics["best_objective"] == pytest.approx(result.metrics["best_objective"])
-    assert run.data.params["lambda"] == str(config.lam)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"policy.json", "trials.csv", "pareto.csv", "pareto.png"}
+    logged = client.get_run(run.info.run_id)
+    assert logged.data.metrics["best_objective"] == pytest.approx(result.metrics["best_objective"])
+    assert logged.data.params["search.lambda"] == "7.5" and logged.data.tags["coformer.stage"] == "search"
 
 
 def test_a_different_space_refuses_to_mix_with_stored_trials(tmp_path):

@@ -26,13 +26,13 @@ class CalibrationConfig(BaseModel):
     warm_start_texts: int = Field(default=800, ge=1)  # calibration texts the warm start fits on
     ridge: float = Field(default=1e-3, ge=0)  # warm-start ridge, relative to the mean feature energy
     group_size: int = Field(default=2, ge=1)  # blocks per alignment stage (the last group may be shorter)
-    steps_per_stage: int = Field(default=60, ge=0)  # optimizer steps of every alignment stage
-    final_steps: int = Field(default=120, ge=0)  # optimizer steps of the output-distillation stage
+    steps_per_stage: int = Field(default=400, ge=0)  # optimizer steps of every alignment stage
+    final_steps: int = Field(default=1200, ge=0)  # optimizer steps of the output-distillation stage
     lr: float = Field(default=3e-4, gt=0)  # peak AdamW learning rate of every stage
-    beta2: float = Field(default=0.999, gt=0, lt=1)  # AdamW second-moment decay (lower adapts faster in short runs)
+    beta2: float = Field(default=0.95, gt=0, lt=1)  # AdamW second-moment decay (lower adapts faster in short runs)
     warmup: float = Field(default=0.1, ge=0, lt=1)  # share of a stage's steps with linear warm-up; then cosine to 0
     weight_decay: float = Field(default=0.0, ge=0)  # AdamW decoupled decay (0: keep the teacher's weights' scale)
-    batch_size: int = Field(default=32, ge=1)  # calibration texts per step (per process under DDP)
+    batch_size: int = Field(default=16, ge=1)  # calibration texts per step (per process under DDP)
     max_length: int = Field(default=64, ge=1)  # tokens per calibration text (longer ones are truncated)
     grad_clip: float = Field(default=1.0, ge=0)  # gradient norm clipping (0: off)
     hidden_loss: Literal["mse", "cosine"] = "mse"  # alignment loss on merged vs teacher hidden states
@@ -46,10 +46,12 @@ class CalibrationConfig(BaseModel):
     accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu, cuda, mps, auto
     strategy: str = "auto"  # Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...
     devices: int | str = 1  # Lightning devices: a count, "auto", or a list string such as "0,1"
-    precision: str = "32-true"  # Lightning precision: 32-true, bf16-mixed, 16-mixed
-    threads: int = Field(default=1, ge=0)  # torch CPU threads per process (0: leave torch's default)
+    precision: str = "bf16-mixed"  # Lightning precision: bf16-mixed (1.14x on a CPU with AVX512-BF16), 32-true elsewhere, 16-mixed
+    threads: int = Field(default=0, ge=0)  # torch CPU threads per process (0: leave torch's default, every core)
     checkpoint_every: int = Field(default=50, ge=0)  # steps between Lightning resume checkpoints (0: none)
     log_every: int = Field(default=5, ge=1)  # steps between logged losses
+    device_dropout: float = Field(default=0.0, ge=0, lt=1)  # final stage: share of steps that leave one random device's
+    #   stream out (the merge adds that device's learned "absent" correction), so a missing node still gives a useful answer
 
     @model_validator(mode="after")
     def _has_work(self) -> CalibrationConfig:

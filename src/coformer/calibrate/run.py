@@ -25,7 +25,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -74,6 +74,35 @@ class LossCurve(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = state["rows"]
+
+
+class StageProgress(TQDMProgressBar):
+    """One bar per stage over its optimizer steps: ``stage 2/4 align4  150/400 [01:10<02:00, 2.1it/s]``.
+
+    Lightning's default bar counts the batches of an epoch, which says nothing in a fit bounded
+    by ``max_steps`` over an endless epoch loop; a resumed stage starts the bar where it stopped.
+    """
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def on_train_start(self, trainer, *_) -> None:
+        self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset(total=trainer.max_steps)
+        self.train_progress_bar.initial = trainer.global_step
+        self.train_progress_bar.set_description(self.label)
+
+    def on_train_epoch_start(self, *_) -> None:
+        return None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._should_update(trainer.global_step, self.train_progress_bar.total):
+            self.train_progress_bar.n = trainer.global_step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_epoch_end(self, *_) -> None:
+        return None
 
 
 def fingerprint(config: CalibrationConfig, policy: Policy, stages: list[Stage]) -> dict:
@@ -127,6 +156,7 @@ def calibrate(
     tracking_uri: str | None = None,
     experiment: str = "coformer",
     run_name: str | None = "calibrate",
+    run_id: str | None = None,
     callbacks: list[Callback] | None = None,
     progress: bool = True,
     restart_on_change: bool = False,
@@ -135,6 +165,8 @@ def calibrate(
 
     ``out`` holding a run with other parameters or another policy is an error, unless
     ``restart_on_change`` (a pipeline stage whose parameters changed) discards that run.
+    Training logs into the MLflow run ``run_id`` when given (a pipeline stage's run), else into
+    the run a resumed calibration used before, else a new run named ``run_name``.
     """
     start = time.time()
     out = Path(out)
@@ -145,7 +177,7 @@ def calibrate(
     done = list(state["completed"])
     if done:
         restore_student(stage_folder(out, stages, len(done) - 1), student)
-    logger = make_logger(tracking_uri, experiment, state["run_id"], run_name)
+    logger = make_logger(tracking_uri, experiment, run_id or state["run_id"], run_name)
     offset = sum(s.steps for s in stages[: len(done)])
     targets = TeacherTargets(teacher, {d for s in stages for d in s.aligned}, config.teacher_cache_gib)
     for index, stage in enumerate(stages):
@@ -171,7 +203,7 @@ def calibrate(
             devices=config.devices,
             precision=config.precision,
             logger=logger,
-            callbacks=[curve, *stage_checkpoint(checkpoints, config), *(callbacks or [])],
+            callbacks=[curve, *stage_checkpoint(checkpoints, config), *progress_bar(progress, index, stages), *(callbacks or [])],
             enable_checkpointing=config.checkpoint_every > 0,
             gradient_clip_val=config.grad_clip or None,
             log_every_n_steps=config.log_every,
@@ -225,6 +257,10 @@ def fit_device(accelerator: str) -> torch.device:
     if accelerator in ("mps", "auto") and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def progress_bar(progress: bool, index: int, stages: list[Stage]) -> list[Callback]:
+    return [StageProgress(f"calibrate stage {index + 1}/{len(stages)} {stages[index].name}")] if progress else []
 
 
 def stage_folder(out: Path, stages: list[Stage], index: int) -> Path:

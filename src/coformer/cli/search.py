@@ -1,4 +1,4 @@
-"""``coformer search``: DeBo stage 1, the decomposition policy search for a fleet (Ray Tune + Optuna)."""
+"""``coformer search``: DeBo stage 1, the decomposition policy search (the ``search`` stage)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import typer
 from rich.table import Table
 
 from coformer.cli import app, console
-from coformer.loading import DEFAULT_MODEL
-from coformer.search.config import SearchConfig
-
-DEFAULTS = {name: field.default for name, field in SearchConfig.model_fields.items()}
+from coformer.cli.options import FLEET, PARAMS, PREPARED, SET, read_params
 
 
 def summary_table(result) -> Table:
@@ -31,43 +28,16 @@ def summary_table(result) -> Table:
 
 @app.command("search")
 def search_command(
-    model: str = typer.Option(DEFAULT_MODEL, help="hub id, local folder, or the embedded default"),
-    fleet: str = typer.Option("default", help="catalog fleet name or a fleet YAML/JSON file"),
-    trials: int = typer.Option(DEFAULTS["trials"], min=1, help="policies to evaluate (Ray Tune trials), stored ones included"),
-    concurrency: int = typer.Option(DEFAULTS["concurrency"], min=1, help="trials running at once"),
-    seed: int = typer.Option(0, help="sampler seed"),
-    lam: float = typer.Option(DEFAULTS["lam"], "--lambda", min=0, help="objective T + lambda * D with T in ms: ms one unit of degradation is worth"),
-    knee: bool = typer.Option(False, help="ignore lambda; choose the knee of the (T, D) Pareto front"),
-    sampler: str = typer.Option("tpe", help="tpe | random"),
-    source: str = typer.Option("builtin", help="calibration texts: builtin, a hub dataset id, or a local file"),
-    out: Path = typer.Option(Path("outputs/search"), help="folder for policy.json, trials.csv, pareto.csv, ray/"),
+    out: Path = typer.Option(Path("outputs/search"), help="folder for policy.json, trials.csv, pareto.csv/png, metrics.json, ray/"),
+    prepared: Path = PREPARED,
+    fleet: Path = FLEET,
     fresh: bool = typer.Option(False, help="discard trials stored in OUT/ray instead of continuing from them"),
-    tracking_uri: str = typer.Option(None, help="log an MLflow run there (e.g. sqlite:///mlflow.db)"),
-    experiment: str = typer.Option("coformer", help="MLflow experiment"),
+    params: Path = PARAMS,
+    set_: list[str] = SET,
 ) -> None:
-    """Search how to split the model over the fleet: minimise T + lambda * D within every device's memory."""
-    import torch
+    """Search how to split base.model over the fleet: minimise T + lambda * D within every device's memory."""
+    from coformer.stages import search
 
-    from coformer.data import calibration_batches
-    from coformer.fleet.profile import load_fleet
-    from coformer.loading import load_model
-    from coformer.search import run_search
-    from coformer.search.feasibility import check_fleet
-    from coformer.search.report import log_mlflow
-
-    torch.set_num_threads(1)
-    config = SearchConfig.parse({"trials": trials, "concurrency": concurrency, "seed": seed, "lambda": None if knee else lam, "sampler": sampler})
-    target = load_fleet(fleet)
-    loaded = load_model(model)
-    check_fleet(loaded.canonical, target, config)  # fail before loading data when nothing can fit
-    batches = calibration_batches(
-        loaded.processor, loaded.canonical.config, source=source, n=config.texts, batch_size=config.texts,
-        max_length=config.max_length, seed=seed,
-    )
-    console.print(f"searching {config.trials} policies for {loaded.name} on fleet '{target.name}' ({len(target.devices)} devices)")
-    result = run_search(loaded.canonical, batches, target, config, out, fresh=fresh, progress=True)
+    result = search.run(read_params(params, set_), prepared, fleet, out, fresh=fresh)
     console.print(summary_table(result))
-    if tracking_uri:
-        run_id = log_mlflow(out, result, config.model_dump(by_alias=True) | {"model": model, "fleet": fleet}, tracking_uri, experiment)
-        console.print(f"MLflow run {run_id}")
     console.print(f"wrote {out}/policy.json, trials.csv, pareto.csv, metrics.json, pareto.png")

@@ -1,0 +1,91 @@
+"""Stage ``calibrate``: DeBo stage 2, progressive calibration of a decomposition against the original."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+from coformer.calibrate import CalibrationData, calibrate, load_student
+from coformer.calibrate.student import AGGREGATOR, DEVICES, POLICY
+from coformer.data.prepared import Prepared
+from coformer.evaluation import output_fidelity, retrieval_recall
+from coformer.executor import Teacher
+from coformer.loading import load_model
+from coformer.params import Params
+from coformer.stages.inputs import read_prepared
+from coformer.tracking import log_outputs, mlflow_key, register, stage_run
+
+METRICS, CURVE = "metrics.json", "curve.csv"
+
+
+def quality(teacher, student, tokenizer, batches, pairs, max_length: int, prefix: str) -> dict[str, float]:
+    """Fidelity to the teacher on held-out batches (and retrieval recall when there are pairs)."""
+    student.eval()
+    metrics = {f"{prefix}_{k}": v for k, v in output_fidelity(teacher, student, batches).items()}
+    if pairs:
+        recall = retrieval_recall(lambda b: student(b).output, tokenizer, pairs, (1, 5), max_length)
+        metrics |= {f"{prefix}_recall@{k}": v for k, v in recall.items()}
+    return metrics
+
+
+def calibration_data(prepared: Prepared, processor, params: Params, max_length: int) -> CalibrationData:
+    config = params.calibrate
+    if prepared.kind == "tokens":
+        return CalibrationData.from_texts(processor, prepared.splits["calibration"], config.batch_size, max_length, config.seed)
+    return CalibrationData(prepared.batches(processor, "calibration", config.batch_size, max_length), config.seed)
+
+
+def write_curve(path: Path, curve: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "stage", "loss"])
+        writer.writeheader()
+        writer.writerows(curve)
+
+
+def run(params: Params, prepared: Path | None, decomposed: Path, out: Path) -> dict:
+    """Calibrate the decomposition in ``decomposed`` (policy.json [+ devices/, aggregator/]) into
+    ``out``: policy.json, devices/, aggregator/, metrics.json, curve.csv and stages/ (resume state).
+
+    Changed parameters or another policy start over; the same ones resume a killed run. The
+    calibrated sub-models and aggregator become new versions of the registered models.
+    """
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    config, data = params.calibrate, params.data
+    loaded = load_model(params.base.model)
+    canonical, processor = loaded.canonical, loaded.processor
+    prepared = read_prepared(prepared, params, canonical.config)
+    policy, student = load_student(decomposed, canonical)
+    teacher = Teacher(canonical.body, canonical.head).eval().requires_grad_(False)
+    limit = canonical.config.max_tokens
+    train = calibration_data(prepared, processor, params, min(config.max_length, limit or config.max_length))
+    eval_length = min(data.max_length, limit or data.max_length)
+    held = prepared.batches(processor, "evaluation", 64, eval_length)
+    pairs = prepared.pairs if canonical.head.config.pooling != "none" else []
+    with stage_run(params, "calibrate") as run:
+        metrics = quality(teacher, student, processor, held, pairs, eval_length, "before")
+        if pairs:
+            recall = retrieval_recall(lambda b: teacher(b).output, processor, pairs, (1, 5), eval_length)
+            metrics |= {f"teacher_recall@{k}": v for k, v in recall.items()}
+        print(f"calibrate: {len(student.submodels)} sub-models (s={policy.sync}), {len(prepared.splits['calibration'])} inputs, "
+              f"before {metrics}", flush=True)  # fmt: skip
+        start = time.time()
+        result = calibrate(
+            teacher, student, policy, train, config, out, params.base.tracking_uri, params.base.experiment,
+            run_id=run.info.run_id, restart_on_change=True,
+        )  # fmt: skip
+        if result.resumed:
+            print(f"calibrate: resumed after stage(s) {', '.join(result.resumed)}", flush=True)
+        metrics |= quality(teacher, student, processor, held, pairs, eval_length, "after")
+        metrics["seconds"] = time.time() - start
+        (out / METRICS).write_text(json.dumps(metrics, indent=1))
+        write_curve(out / CURVE, result.curve)
+        log_outputs(metrics, [out / METRICS, out / CURVE])
+        shared = [out / POLICY, out / METRICS]
+        roles = {f"device-{d.name}": [out / DEVICES / d.name, *shared] for d in policy.devices}
+        tags = {"sync": str(policy.sync), "devices": str(len(policy.devices))} | {mlflow_key(k): f"{v:.4f}" for k, v in metrics.items()}
+        versions = register(params, roles | {"aggregator": [out / AGGREGATOR, *shared]}, tags)
+    print(f"calibrate: after {metrics} -> {out}; registered {versions}", flush=True)
+    return metrics
