@@ -99,7 +99,7 @@ def run_plan(
         raise RuntimeFailure(f"no inputs for request sets {missing}; pass them in requests")
     with tempfile.TemporaryDirectory(prefix="coformer-run-", dir=workdir) as tmp:
         folder = Path(tmp)
-        save_file({f"{name}/{k}": v.contiguous() for name, batch in requests.items() for k, v in batch.items()}, folder / "requests.safetensors")
+        save_file({f"{name}/{k}": v.clone() for name, batch in requests.items() for k, v in batch.items()}, folder / "requests.safetensors")
         spec = {
             "plan": plan.model_dump(),
             "cores": assign_cores(plan),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from datetime import timedelta
@@ -67,11 +66,20 @@ def main(spec_path: str, rank: int) -> None:
         "role": role.name,
         "core": spec["cores"][rank],
         "param_bytes": role.parameter_bytes(),
-        "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_bytes": peak_rss(),
         "sets": timings,
     }
     (folder / f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
+
+
+def peak_rss() -> int:
+    """Peak resident bytes of this process since its exec (``VmHWM``; ``ru_maxrss`` would carry
+    over the parent's peak from before the fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 if __name__ == "__main__":
