@@ -15,7 +15,7 @@ from coformer.fleet import DeviceProfile, Fleet, ModelDims, UnitCounts, Workload
 
 MINILM = ModelDims(
     num_layers=6, num_heads=12, head_dim=32, ffn_size=1536, hidden_size=384, vocab_size=30522,
-    max_positions=512, type_vocab_size=2, embedding="bert", final_norm=False,
+    max_positions=512, type_vocab_size=2, embedding="bert", pre_norm=False, final_norm=False,
 )
 GPT2 = ModelDims(num_layers=4, num_heads=8, head_dim=32, ffn_size=1024, hidden_size=256, vocab_size=2048, max_positions=256, causal=True, head_outputs=2048, tied_head=True)
 
@@ -86,7 +86,7 @@ def test_unit_counts_from_a_real_policy(minilm):
 @pytest.mark.parametrize("sync", [0, 1, 2, 3])
 def test_more_units_are_never_faster(sync):
     rng = np.random.default_rng(sync)
-    fleet = load_fleet("default")
+    fleet = load_fleet("jetson")
     for dims, workload in ((MINILM, Workload(batch=2, seq_len=64)), (GPT2, Workload(batch=1, seq_len=16, decode_tokens=8))):
         for _ in range(25):
             counts = random_counts(rng, dims, len(fleet.devices), sync)
@@ -104,7 +104,7 @@ def test_more_units_are_never_faster(sync):
 @pytest.mark.parametrize("figure", ["link_bandwidth", "memory_bandwidth", "matmul_flops", "weight_bandwidth"])
 def test_more_bandwidth_or_compute_is_never_slower(figure):
     rng = np.random.default_rng(7)
-    fleet = load_fleet("default")
+    fleet = load_fleet("jetson")
     for _ in range(20):
         sync = int(rng.choice([0, 1, 2]))
         counts = random_counts(rng, MINILM, len(fleet.devices), sync)
@@ -148,7 +148,7 @@ def test_communication_alone_is_the_slowest_link_worked_by_hand():
 
 
 def test_the_aggregators_host_pays_no_network():
-    fleet = load_fleet("default")
+    fleet = load_fleet("jetson")
     host = fleet.host_index
     report = estimate(UnitCounts.split(MINILM, [1, 1, 1, 1]), MINILM, fleet, Workload())
     own_work = report.compute_s - np.eye(len(fleet.devices))[host] * report.aggregator_s  # the host also merges
@@ -159,8 +159,8 @@ def test_the_aggregators_host_pays_no_network():
     assert alone.comm_bytes == 0 and report.comm_bytes > 0
 
 
-def test_default_fleet_forces_a_split_but_fits_a_proportional_one():
-    fleet = load_fleet("default")
+def test_jetson_fleet_forces_a_split_but_fits_a_proportional_one():
+    fleet = load_fleet("jetson")
     workload = Workload(batch=1, seq_len=128)
     for name in fleet.names:
         assert not estimate(UnitCounts.full(MINILM), MINILM, fleet.single(name), workload).feasible
@@ -196,7 +196,7 @@ def test_pipeline_of_one_stage_is_the_full_model_and_more_stages_add_hops():
 
 
 def test_mismatched_policies_are_refused():
-    fleet = load_fleet("default")
+    fleet = load_fleet("jetson")
     with pytest.raises(CoFormerError, match="pass a sub-fleet"):
         estimate(UnitCounts.split(MINILM, [1, 1]), MINILM, fleet, Workload())
     with pytest.raises(CoFormerError, match="every width must equal hidden_size"):
@@ -210,7 +210,7 @@ def test_mismatched_policies_are_refused():
 def test_estimate_does_not_loop_over_units():
     """A billion neurons per block cost no more to estimate than a handful (vectorised over units)."""
     big = ModelDims(num_layers=6, num_heads=12, head_dim=32, ffn_size=10**9, hidden_size=384, vocab_size=1000)
-    fleet = load_fleet("default")
+    fleet = load_fleet("jetson")
     counts = UnitCounts.split(big, [1, 1, 1, 1])
     start = time.perf_counter()
     report = estimate(counts, big, fleet, Workload())

@@ -74,6 +74,7 @@ class GPT2Adapter(Adapter):
             layer_norm_eps=c.layer_norm_epsilon,
             projection="lm" if lm is not None else "none",
             num_outputs=c.vocab_size if lm is not None else 0,
+            tied=lm is not None and lm.weight is self.base.wte.weight,
         )
         weights = prefixed("norm", layer_norm(self.base.ln_f))
         if lm is not None:

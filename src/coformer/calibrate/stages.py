@@ -61,8 +61,8 @@ def set_trainable(student: Ensemble, stage: Stage, config: CalibrationConfig) ->
     student.requires_grad_(False)
     for sub in student.submodels:
         sub.embed.requires_grad_(True)
-        if config.freeze_embeddings and hasattr(sub.embed, "word"):
-            sub.embed.word.requires_grad_(False)
+        if config.freeze_embeddings and sub.embed.vocabulary is not None:
+            sub.embed.vocabulary.requires_grad_(False)
         for block in sub.blocks[: stage.depth]:
             block.requires_grad_(True)
     if stage.final or config.train_merges:

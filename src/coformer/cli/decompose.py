@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from coformer.adapters import MODEL_TYPES
 from coformer.cli import app, console
 from coformer.decompose import DeviceShare, build_policy, compute_importance, decompose, shape_of
+from coformer.decompose.builder import Dealing
+from coformer.decompose.importance import ImportanceMethod
 from coformer.errors import CoFormerError
 from coformer.loading import DEFAULT_MODEL, load_model
 from coformer.modeling import save_module
@@ -21,9 +25,20 @@ def parse_shares(text: str | None, devices: int) -> list[float]:
         shares = [float(s) for s in text.split(",")]
     except ValueError as e:
         raise CoFormerError(f"--shares {text!r} must be comma-separated numbers, e.g. 2,1,1") from e
-    if len(shares) != devices or min(shares) <= 0:
-        raise CoFormerError(f"--shares needs {devices} positive numbers (one per device), got {text!r}")
+    if len(shares) != devices or not all(math.isfinite(s) and s > 0 for s in shares):
+        raise CoFormerError(f"--shares needs {devices} positive finite numbers (one per device), got {text!r}")
     return shares
+
+
+def check_fraction(option: str, value: float) -> None:
+    """``value`` in (0, 1]; NaN is refused too (every comparison with it is false)."""
+    if not 0 < value <= 1:
+        raise CoFormerError(f"{option} {value} must be a fraction in (0, 1], e.g. {option} 0.5")
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CoFormerError(f"--out {out} is a file; give a folder for policy.json, devices/ and aggregator/")
 
 
 def write_artifacts(out: Path, policy, submodels, aggregator) -> None:
@@ -47,29 +62,41 @@ def device_table(policy, submodels) -> Table:
 
 @app.command("decompose")
 def decompose_command(
-    model: str = typer.Option(DEFAULT_MODEL, help="hub id, local folder, or the embedded default"),
+    model: str = typer.Option(
+        DEFAULT_MODEL, help=f"hub id, local folder, or the embedded default; model types: {', '.join(MODEL_TYPES)}"
+    ),
     devices: int = typer.Option(3, min=1, help="number of sub-models / edge devices"),
     sync: int = typer.Option(0, min=0, help="0: aggregate once; 1: tensor parallel; k: sync every k blocks"),
     out: Path = typer.Option(Path("outputs/decomposed"), help="folder for policy.json, devices/ and aggregator/"),
     shares: str = typer.Option(None, help="relative size per device, e.g. 2,1,1 (default: equal)"),
-    keep: float = typer.Option(1.0, help="fraction of heads/neurons kept (the least important are dropped)"),
-    channels: float = typer.Option(1.0, help="fraction of hidden channels each sub-model's stream keeps"),
-    dealing: str = typer.Option("balanced", help="balanced | grouped"),
-    importance: str = typer.Option("magnitude", help="magnitude (data-free) | activation (on the calibration split)"),
+    keep: float = typer.Option(1.0, help="fraction of heads/neurons kept, in (0, 1] (the least important are dropped)"),
+    channels: float = typer.Option(1.0, help="fraction of hidden channels each sub-model's stream keeps, in (0, 1]"),
+    dealing: Dealing = typer.Option("balanced", help="deal ranked units to devices in turn, or in blocks"),
+    importance: ImportanceMethod = typer.Option(
+        "magnitude", help="rank units by their weights (data-free) or by activations on the calibration split"
+    ),
 ) -> None:
     """Slice a model into per-device sub-models and write them as safetensors + JSON."""
-    if dealing not in ("balanced", "grouped"):
-        raise CoFormerError(f"--dealing {dealing!r} must be 'balanced' or 'grouped'")
+    check_fraction("--keep", keep)
+    check_fraction("--channels", channels)
+    check_out(out)
+    relative = parse_shares(shares, devices)
     loaded = load_model(model)
     batches = None
     if importance == "activation":
         from coformer.data import calibration_batches
 
+        if loaded.processor is None:
+            raise CoFormerError(
+                f"--importance activation encodes calibration data, and {model!r} ships no tokenizer or image "
+                "processor; save it into the model folder (save_pretrained) or use --importance magnitude"
+            )
+
         batches = calibration_batches(loaded.processor, loaded.canonical.config)
     scores = compute_importance(loaded.canonical.body, importance, batches)
     device_shares = [
         DeviceShare(name=f"device{k}", heads=s, neurons=s, channels=channels)
-        for k, s in enumerate(parse_shares(shares, devices))
+        for k, s in enumerate(relative)
     ]
     policy = build_policy(shape_of(loaded.canonical), scores, device_shares, keep=keep, sync=sync, dealing=dealing)
     submodels, aggregator = decompose(loaded.canonical, policy)

@@ -49,14 +49,20 @@ def calibration_batches(
 ) -> list[dict]:
     """``n`` calibration inputs for the model described by ``config`` (a ``SubModelConfig``).
 
-    ViT models get pixel batches (synthetic images for the builtin source, at the model's image
-    size); text models get tokenised texts, truncated to the model's position table.
+    Image models get pixel batches (synthetic images for the builtin source, at the model's image
+    size); text models get tokenised texts, truncated to what the model's positions cover.
     """
-    if config.embedding == "vit":
+    if processor is None:
+        kind = "image processor" if config.input_kind == "pixels" else "tokenizer"
+        raise DataError(
+            f"the model ships no {kind}, and calibration data must be encoded; save its {kind} into the model "
+            "folder (save_pretrained), or use data-free steps (magnitude importance)"
+        )
+    if config.input_kind == "pixels":
         image_source = SYNTHETIC if source == BUILTIN else source
         images = load_images(image_source, "calibration", limit=n, seed=seed, size=config.image_size or 224)
         return image_batches(processor, images, batch_size)
-    if config.max_positions:
-        max_length = min(max_length, config.max_positions)
+    if config.max_tokens:
+        max_length = min(max_length, config.max_tokens)
     texts = load_texts(source, "calibration", limit=n, text_field=text_field, seed=seed)
     return text_batches(processor, texts, batch_size, max_length)

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from coformer.errors import CoFormerError
 from coformer.modeling import SubModel
+
+ImportanceMethod = Literal["magnitude", "activation"]
 
 
 @dataclass
@@ -39,8 +42,7 @@ def magnitude_importance(body: SubModel) -> Importance:
         heads.append((reads + writes).sqrt())
         neurons.append(f.fc1.weight.norm(dim=1) * f.fc2.weight.norm(dim=0))  # (F,)
         channels += a.o.weight.pow(2).sum(1) + f.fc2.weight.pow(2).sum(1)
-    embed = body.embed.patch.weight.flatten(1) if body.config.embedding == "vit" else body.embed.word.weight.t()
-    channels += embed.pow(2).sum(1)
+    channels += body.embed.input_weights().pow(2).sum(1)  # (d, k): token table rows or patch pixels
     return Importance(torch.stack(heads).detach(), torch.stack(neurons).detach(), channels.sqrt().detach(), "magnitude")
 
 
@@ -92,7 +94,7 @@ def activation_importance(body: SubModel, batches: Iterable[dict[str, torch.Tens
     return Importance(heads / tokens, neurons / tokens, channels / (tokens * L), "activation")
 
 
-def compute_importance(body: SubModel, method: str, batches: Iterable[dict[str, torch.Tensor]] | None = None):
+def compute_importance(body: SubModel, method: ImportanceMethod, batches: Iterable[dict[str, torch.Tensor]] | None = None):
     if method == "magnitude":
         return magnitude_importance(body)
     if method == "activation":

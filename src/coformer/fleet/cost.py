@@ -39,6 +39,7 @@ from coformer.errors import CoFormerError
 from coformer.fleet.dims import ModelDims, Workload
 from coformer.fleet.profile import DeviceProfile, Fleet
 from coformer.modeling import sync_points
+from coformer.modeling.submodel import Embeddings
 
 __all__ = ["CostReport", "ModelDims", "UnitCounts", "Workload", "block_seconds", "block_work", "estimate", "estimate_pipeline"]
 
@@ -154,6 +155,7 @@ def operators(dims: ModelDims, B: int, tn: int, s: float) -> list[tuple[str, int
 @lru_cache(maxsize=256)
 def passes(dims: ModelDims, workload: Workload) -> Passes:
     ab, B, T = dims.bytes_per_param, workload.batch, dims.tokens(workload)
+    input_bytes = ab if dims.input_kind == "pixels" else INPUT_BYTES_PER_TOKEN
     shapes = [(T, T, 1)]
     if dims.causal and workload.decode_tokens > 0:
         G = workload.decode_tokens
@@ -167,21 +169,15 @@ def passes(dims: ModelDims, workload: Workload) -> Passes:
         groups=np.array([[op[1] == g for op in ops] for g in (0, 1)], dtype=float),
         embed=np.array([embedding_cost(dims, B * tn) for tn, _, _ in shapes], dtype=float),
         stream=np.array([B * tn * ab for tn, _, _ in shapes], dtype=float),
-        inputs=np.array(
-            [B * dims.num_channels * dims.image_size**2 * ab if dims.embedding == "vit" else B * tn * INPUT_BYTES_PER_TOKEN for tn, _, _ in shapes],
-            dtype=float,
-        ),
+        inputs=np.array([B * dims.input_values(tn) * input_bytes for tn, _, _ in shapes], dtype=float),
     )
 
 
 def embedding_cost(dims: ModelDims, M: int) -> tuple[float, float, float]:
     """(FLOPs, activation bytes, weight bytes) of the embedding per unit of width for M new tokens."""
     ab = dims.bytes_per_param
-    if dims.embedding == "vit":
-        k = dims.num_channels * dims.patch_size**2
-        return 2 * M * k, ab * (M * k + 4 * M), ab * k  # patch projection, CLS concat, position add
-    lookups = 3 if dims.embedding == "bert" else 2
-    return 0.0, ab * M * (2 * lookups + 1 + (3 if dims.embedding == "bert" else 0)), 0.0  # gathers, adds, LayerNorm
+    k, rows, norms = Embeddings.work(dims.embedding_config)  # matmul inputs, gathered/added rows, LayerNorms
+    return 2 * M * k, ab * M * (k + 2 * rows + 1 + 3 * norms), ab * k  # projection, gathers and adds, norm
 
 
 def roofline(flops, bytes_, weights, rate, bandwidth, weight_bandwidth):

@@ -197,21 +197,21 @@ def measure_overheads(dims: ModelDims, timer: Timer) -> tuple[float, float]:
     only dispatch, and so do the embedding, the attention mask and the export around the blocks
     (the export of a pre-LN model touches every block's biases, so it has the model's L blocks).
     """
-    from coformer.modeling.submodel import SubModel, SubModelConfig
+    from coformer.modeling.submodel import SubModel, example_inputs
 
     tiny = replace(dims, hidden_size=8, head_dim=8)
     per_block = time_chain(random_blocks(tiny, heads=1, neurons=1, count=1), 1, 1, decode=False, causal=False, timer=timer)
     L = min(dims.num_layers, 64)
-    config = SubModelConfig(
-        family="profile", embedding="gpt2" if dims.embedding == "vit" else dims.embedding,
-        norm_position="pre" if dims.pre_norm else "post", activation="gelu", causal=dims.causal, layer_norm_eps=1e-5,
-        hidden_size=8, channels=list(range(8)), head_dim=8, heads_per_block=[1] * L, neurons_per_block=[1] * L,
-        vocab_size=16, max_positions=16, type_vocab_size=2, discount=dims.pre_norm,
+    config = dims.embedding_config.model_copy(  # the model's embedding kind over one token, or one patch
+        update=dict(
+            family="profile", hidden_size=8, channels=list(range(8)), head_dim=8, heads_per_block=[1] * L,
+            neurons_per_block=[1] * L, vocab_size=16, max_positions=16, type_vocab_size=2,
+            image_size=dims.patch_size, discount=dims.pre_norm,
+        )
     )
     model = SubModel(config).eval()
-    ids = torch.zeros(1, 1, dtype=torch.long)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    start = model.embed(inputs)  # (1, 1, 8)
+    inputs = example_inputs(config, batch=1, tokens=1)
+    start = model.embed(inputs)  # (1, T, 8)
 
     def around_blocks():
         model.attention_bias(inputs)

@@ -27,6 +27,7 @@ class HeadConfig(BaseModel):
     projection: Projection = "none"  # lm: logits per token; classifier: logits per sequence
     num_outputs: int = 0  # V for "lm", C for "classifier"
     projection_bias: bool = False
+    tied: bool = False  # the projection is the token table in the original (one copy there, its own copy here)
     distillation: bool = False  # DeiT with teacher: mean of the classifier on token 0 and a second one on token 1
 
 

@@ -111,6 +111,14 @@ class SubModelConfig(BaseModel):
         return scale / float(i + 1) if self.inverse_depth_scale else scale
 
 
+def example_inputs(c: SubModelConfig, batch: int, tokens: int) -> dict[str, torch.Tensor]:
+    """Zero inputs of the kind the model reads: ``tokens`` ids per item (unmasked), or one image each."""
+    if c.input_kind == "pixels":
+        return {"pixel_values": torch.zeros(batch, c.num_channels, c.image_size, c.image_size)}
+    ids = torch.zeros(batch, tokens, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
 class KVCache:
     """Keys and values of one device's heads for every block, grown one step at a time."""
 
@@ -181,6 +189,13 @@ class Embeddings(nn.Module):
         with torch.device("meta"):
             one = Embeddings(c.model_copy(update={"channels": [0]}))
         return sum(p.numel() for p in one.parameters())
+
+    @staticmethod
+    def work(c: SubModelConfig) -> tuple[int, int, int]:
+        """Per token and channel: (inputs read by a matmul, table rows gathered or added, LayerNorms)."""
+        if c.embedding == "vit":
+            return c.num_channels * c.patch_size**2, 2, 0  # patch projection; class-token concat, position add
+        return 0, 3 if c.embedding == "bert" else 2, int(c.embedding == "bert")  # word, position (, type); norm
 
     @property
     def vocabulary(self) -> nn.Embedding | None:
