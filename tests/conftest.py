@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 for key, value in {
     "HF_HUB_OFFLINE": "1",

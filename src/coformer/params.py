@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from coformer.calibrate.config import CalibrationConfig
 from coformer.errors import CoFormerError
+from coformer.evaluation.config import EvaluateConfig
 from coformer.search.config import SearchConfig
 
 PARAMS_FILE = Path("params.yaml")
@@ -80,6 +81,7 @@ class Params(Section):
     profile: ProfileParams = ProfileParams()
     search: SearchConfig = SearchConfig()
     calibrate: CalibrationConfig = CalibrationConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="before")
     @classmethod
