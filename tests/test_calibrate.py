@@ -37,7 +37,7 @@ from coformer.decompose import DeviceShare, build_policy, compute_importance, sh
 from coformer.errors import DataError
 from coformer.evaluation import output_fidelity, recall_at_k
 from coformer.executor import Ensemble, Teacher
-from coformer.modeling import load_aggregator, load_submodel
+from coformer.modeling import load_aggregator, load_submodel, save_module
 
 
 def gpt2_canonical():
@@ -163,13 +163,13 @@ def policy_points(canonical, sync):
 
 
 def test_least_squares_warm_start_keeps_an_exact_decomposition_exact(setup):
-    """One device holding every unit is the teacher itself: the fit must find the same weights."""
+    """One device holding every unit is the teacher itself, a single model with no merge to fit."""
     canonical, _, teacher = setup
     policy = policy_for(canonical, devices=1)
     student = build_student(canonical, policy)
     errors = least_squares_init(teacher, student, random_batches(8, seed=1), ridge=0.0)
     inputs = token_inputs()
-    assert errors[2] < 1e-8
+    assert policy.sync == 1 and errors == {} and not student.aggregator.merges
     torch.testing.assert_close(student(inputs).output, teacher(inputs).output, atol=1e-4, rtol=1e-4)
 
 
@@ -353,3 +353,48 @@ def test_cli_calibrates_a_decomposed_folder_and_resumes(tmp_path, minilm):
     assert again.returncode == 0 and "resumed after stage(s) align2, distill" in again.stderr + again.stdout
     bad = subprocess.run([*cli, *args, "--set", "calibrate.lr=oops"], **common)
     assert bad.returncode == 2 and "calibrate.lr" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_merge_with_a_missing_stream_adds_the_learned_absent_correction(setup):
+    canonical, policy, _ = setup
+    aggregator = build_student(canonical, policy).aggregator
+    merge = aggregator.merges[0]
+    with torch.no_grad():
+        merge.absent.copy_(torch.randn_like(merge.absent))
+    x0, x1 = torch.randn(2, 5, merge.widths[0]), torch.randn(2, 5, merge.widths[1])
+    expected = merge.linear(torch.cat([x0, torch.zeros_like(x1)], -1)) + merge.absent[1]  # (B, T, d)
+    torch.testing.assert_close(aggregator.merge(0, [x0, None]), expected)
+    torch.testing.assert_close(aggregator.merge(0, [x0, x1]), merge.linear(torch.cat([x0, x1], -1)))  # all present: no correction
+
+
+def test_absent_correction_is_saved_and_artifacts_without_it_still_load(setup, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    canonical, policy, _ = setup
+    aggregator = build_student(canonical, policy).aggregator
+    with torch.no_grad():
+        aggregator.merges[0].absent.fill_(0.5)
+    folder = save_module(aggregator, tmp_path / "aggregator")
+    assert (load_aggregator(folder).merges[0].absent == 0.5).all()
+    weights = load_file(folder / "model.safetensors")
+    old = {k: v for k, v in weights.items() if not k.endswith(".absent")}  # as written before the correction existed
+    save_file(old, folder / "model.safetensors", metadata={"kind": "aggregator"})
+    loaded = load_aggregator(folder)
+    assert (loaded.merges[0].absent == 0).all()
+    torch.testing.assert_close(loaded.merges[0].linear.weight, aggregator.merges[0].linear.weight)
+
+
+def test_device_dropout_trains_the_merge_for_a_missing_stream(setup, tmp_path):
+    canonical, policy, teacher = setup
+    batches = random_batches(4, seed=1)
+    absent = {}
+    for rate in (0.0, 0.5):
+        student = build_student(canonical, policy)
+        settings = config(warm_start=False, steps_per_stage=0, final_steps=12, device_dropout=rate)
+        calibrate(teacher, student, policy, CalibrationData(batches), settings, tmp_path / f"out{rate}", progress=False)
+        absent[rate] = student.aggregator.merges[0].absent.detach()
+    assert (absent[0.0] == 0).all()  # off: the correction never sees a missing stream
+    assert absent[0.5].abs().sum(-1).gt(0).all()  # on: both devices were left out some steps
+    module = CalibrationModule(teacher, build_student(canonical, policy), config(device_dropout=0.99), plan(2, config())[-1])
+    present = module.present()
+    assert present is not None and sorted(present) == [False, True]

@@ -70,13 +70,15 @@ def test_every_figure_in_the_device_catalog_carries_a_source_comment():
 
 
 def test_catalog_fleets_resolve():
-    assert {"default", "paper"} <= set(fleet_names())
-    default = load_fleet("default")
-    assert len(default.devices) == 4 and len(set(default.names)) == 4
-    assert default.aggregator.name in default.names and default.host_index == default.names.index(default.aggregator.name)
-    assert default.arrays["remote"][default.host_index] == 0
-    flops = [d.matmul_flops for d in default.devices]
+    assert {"default", "jetson", "paper"} <= set(fleet_names())
+    for name in ("default", "jetson"):
+        fleet = load_fleet(name)
+        assert len(fleet.devices) == 4 and len(set(fleet.names)) == 4
+        assert fleet.aggregator.name in fleet.names and fleet.host_index == fleet.names.index(fleet.aggregator.name)
+        assert fleet.arrays["remote"][fleet.host_index] == 0
+    flops = [d.matmul_flops for d in load_fleet("jetson").devices]
     assert max(flops) / min(flops) > 5  # unequal boards
+    assert {d.source for d in load_fleet("default").devices} == {"catalog: raspberry-pi-5 (fp32)", "catalog: raspberry-pi-4 (fp32)"}  # CPU boards
     paper = load_fleet("paper")
     assert len(paper.devices) == 4 and all(d.source.startswith("catalog: jetson") for d in paper.devices)
 
@@ -156,7 +158,7 @@ def test_unknown_catalog_names_are_rejected(tmp_path):
 
 
 def test_subset_and_single_device():
-    fleet = load_fleet("default")
+    fleet = load_fleet("jetson")
     pair = fleet.subset(["pi4", "pi5"])
     assert pair.names == ["pi4", "pi5"] and pair.host_index == -1 and pair.aggregator == fleet.aggregator
     alone = fleet.single("pi5")

@@ -71,7 +71,7 @@ class CalibrationModule(L.LightningModule):
         student, teacher = self.views()
         index = int(batch[BATCH_INDEX]) if BATCH_INDEX in batch else None
         target = self.targets(index, inputs, teacher, aligned)
-        out = student(inputs, probe=aligned)
+        out = student(inputs, probe=aligned, present=self.present() if self.stage.final else None)
         alignment = sum(hidden_alignment(out.probes[d], target.probes[d], mask, c.hidden_loss) for d in self.stage.aligned)
         if not self.stage.final:
             return {"align": alignment}
@@ -82,6 +82,16 @@ class CalibrationModule(L.LightningModule):
         if c.task_weight > 0:
             terms["task"] = c.task_weight * task_loss(out.output, self.labels(batch, head.projection), head)
         return terms
+
+    def present(self) -> list[bool] | None:
+        """Device dropout (``device_dropout``): which devices answer this step, one of them missing with
+        that probability (failout, as in ResiliNet); None: all. Streams only: at s = 1 there is no merge
+        to correct a missing device's partial sums, so no device is dropped."""
+        n, rate = len(self.student.submodels), self.config.device_dropout
+        if n < 2 or not rate or not self.student.aggregator.merges or float(torch.rand(())) >= rate:
+            return None
+        missing = int(torch.randint(n, ()))
+        return [k != missing for k in range(n)]
 
     @staticmethod
     def labels(batch: dict[str, torch.Tensor], projection: str) -> torch.Tensor:

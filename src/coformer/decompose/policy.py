@@ -3,6 +3,10 @@
 Units are attention heads and FFN neurons (DESIGN section 2). Each unit of a block belongs to at
 most one device; units in no device are dropped. A device may also keep only some of the hidden
 channels (a narrower residual stream). The policy is plain data, saved as JSON.
+
+One device has no one to synchronise with: its policy is a compressed single model with no merge
+(sync 1, which the executor runs as the plain model, and the aggregator just applies the head),
+whatever sync interval was asked for.
 """
 
 from __future__ import annotations
@@ -78,7 +82,25 @@ class Policy(BaseModel):
                         f"device '{d.name}' narrows its residual stream, but sync=1 shares one full-width "
                         "stream; use sync 0 or >1, or keep all channels"
                     )
+        if len(self.devices) == 1:
+            self._single_model()
         return self
+
+    def _single_model(self) -> None:
+        """One device: no sync point, so no merge (see the module docstring); it keeps the full stream."""
+        device = self.devices[0]
+        if device.channels is not None and len(device.channels) != self.shape.hidden_size:
+            raise PolicyError(
+                f"device '{device.name}' is the only device but narrows its residual stream to {len(device.channels)} of "
+                f"{self.shape.hidden_size} channels: with nothing to merge, the head needs the full stream; keep all "
+                "channels (channels: null) or add a device"
+            )
+        self.sync = 1
+
+    @property
+    def single(self) -> bool:
+        """A compressed single model (Single-Edge): one device, no merge."""
+        return len(self.devices) == 1
 
     def channels_of(self, device: DevicePolicy) -> list[int]:
         return sorted(device.channels) if device.channels is not None else list(range(self.shape.hidden_size))

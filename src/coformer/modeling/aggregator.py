@@ -9,6 +9,11 @@ pre-LN models the devices already subtracted the start state every stream duplic
 ``SubModel.export``), so the columns start at 1 and the map is a plain sum of residual updates.
 For post-LN models every stream is itself normalised, so each channel starts as the mean of
 the streams that carry it. Calibration then learns ``W`` and ``b``.
+
+A device that does not answer (degraded serving) leaves its columns without input. Each merge
+keeps a learned correction per device, ``absent_k`` (d,), added when device k's stream is missing:
+``h = W [y_1; ...; 0; ...; y_N] + b + sum_{k missing} absent_k``. It starts at zero (a plain
+zero-filled merge) and is trained by calibration with device dropout (``calibrate.device_dropout``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class FeatureMatching(nn.Module):
         super().__init__()
         self.widths = [len(c) for c in device_channels]
         self.linear = nn.Linear(sum(self.widths), hidden_size)
+        self.absent = nn.Parameter(torch.zeros(len(self.widths), hidden_size))  # (N, d) added for a missing stream
 
     @torch.no_grad()
     def reset_to_scatter(self, device_channels: list[list[int]], average: bool) -> None:
@@ -58,12 +64,20 @@ class FeatureMatching(nn.Module):
             offset += len(channels)
         self.linear.weight.copy_(weight)
         self.linear.bias.zero_()
+        self.absent.zero_()
 
     def forward(self, outputs: list[torch.Tensor | None]) -> torch.Tensor:
-        """``None`` marks a device whose stream is missing: its columns see zeros."""
+        """``None`` marks a device whose stream is missing: its columns see zeros, its ``absent`` row is added."""
         like = next(o for o in outputs if o is not None)
         filled = [like.new_zeros(*like.shape[:-1], w) if o is None else o for o, w in zip(outputs, self.widths)]
-        return self.linear(torch.cat(filled, dim=-1))  # (B, T, W_k) -> (B, T, d)
+        merged = self.linear(torch.cat(filled, dim=-1))  # (B, T, W_k) -> (B, T, d)
+        missing = [k for k, o in enumerate(outputs) if o is None]
+        return merged + self.absent[missing].sum(0) if missing else merged
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Artifacts saved before the absent correction existed load with it at zero (a zero-filled merge)."""
+        state_dict.setdefault(prefix + "absent", torch.zeros_like(self.absent))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class Aggregator(nn.Module):
