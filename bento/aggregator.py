@@ -12,7 +12,7 @@ with bentoml.importing():
     from coformer.serving.build import build_frontend
     from coformer.serving.config import AggregatorSettings
     from coformer.serving.frontend import Classes, Embeddings, Generated
-    from coformer.serving.http import http_errors
+    from coformer.serving.http import answer
     from coformer.serving.logs import logger, request_id
     from coformer.serving.security import check_token
     from coformer.serving.sessions import Sampling
@@ -38,29 +38,38 @@ class CoFormerAggregator:
         self.frontend = build_frontend(self.settings, Metrics())
         self.log = logger("aggregator")
 
-    def _begin(self, ctx: bentoml.Context, rid: str) -> None:
-        """Every public call: the API token when one is set, the id echoed, idle sessions swept."""
+    async def _answer(self, ctx: bentoml.Context, api: str, call, **fields):
+        """Every public call: the API token when one is set, the request id echoed, idle sessions swept."""
+        rid = request_id(ctx.request.headers)
+
+        async def checked():
+            if self.settings.api_token:
+                check_token(ctx.request.headers.get("authorization"), self.settings.api_token, "the aggregator API")
+            return await call(rid)
+
         ctx.response.headers["x-request-id"] = rid
-        if self.settings.api_token:
-            check_token(ctx.request.headers.get("authorization"), self.settings.api_token, "the aggregator API")
         self.frontend.start_sweeper()
+        return await answer(ctx, self.log, api, rid, checked, **fields)
 
     @bentoml.api
     async def embed(self, ctx: bentoml.Context, texts: list[str] | None = None, input_ids: list[list[int]] | None = None) -> Embeddings:
         """Sentence embeddings (BERT family): the pooled output per text."""
-        with http_errors(self.log, "embed", rid := request_id(ctx.request.headers)):
-            self._begin(ctx, rid)
+
+        async def call(rid: str):
             return await self.frontend.embed(self.frontend.tokens(texts, input_ids), rid)
+
+        return await self._answer(ctx, "embed", call)
 
     @bentoml.api
     async def classify(
         self, ctx: bentoml.Context, texts: list[str] | None = None, input_ids: list[list[int]] | None = None, images: list[str] | None = None
     ) -> Classes:
         """Sequence or image classification; ``images`` are base64-encoded image files."""
-        with http_errors(self.log, "classify", rid := request_id(ctx.request.headers)):
-            self._begin(ctx, rid)
+        async def call(rid: str):
             inputs = self.frontend.images(images) if images is not None else self.frontend.tokens(texts, input_ids)
             return await self.frontend.classify(inputs, rid)
+
+        return await self._answer(ctx, "classify", call)
 
     @bentoml.api
     async def generate(
@@ -81,21 +90,21 @@ class CoFormerAggregator:
 
         ``keep`` holds the session (KV caches on every node) for a later call with ``session`` and
         no prompt; it is freed by ``close_session``, on error or disconnect, or after idling."""
-        with http_errors(self.log, "generate", rid := request_id(ctx.request.headers), tokens=max_new_tokens):
-            self._begin(ctx, rid)
+        async def call(rid: str):
             sampling = Sampling(do_sample, temperature, top_k, top_p)
             return await self.frontend.generate(texts, input_ids, max_new_tokens, sampling, seed, session, keep, rid, ctx.request.is_disconnected)
 
+        return await self._answer(ctx, "generate", call, tokens=max_new_tokens)
+
     @bentoml.api
     async def close_session(self, ctx: bentoml.Context, session: str) -> dict:
-        with http_errors(self.log, "close_session", rid := request_id(ctx.request.headers)):
-            self._begin(ctx, rid)
+        async def call(rid: str):
             await self.frontend.sessions.close(session, rid)
             return {"request_id": rid, "closed": session}
+
+        return await self._answer(ctx, "close_session", call)
 
     @bentoml.api(route="/forward")
     async def forward(self, body: bytes, /, ctx: bentoml.Context) -> bytes:
         """Debugging: safetensors inputs in, safetensors ``hidden`` and ``output`` out."""
-        with http_errors(self.log, "forward", rid := request_id(ctx.request.headers), bytes=len(body)):
-            self._begin(ctx, rid)
-            return await self.frontend.forward_raw(body, rid)
+        return await self._answer(ctx, "forward", lambda rid: self.frontend.forward_raw(body, rid), bytes=len(body))

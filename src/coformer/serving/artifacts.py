@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from coformer.calibrate.student import AGGREGATOR, DEVICES, POLICY
-from coformer.decompose import Policy
+from coformer.decompose.policy import Policy
 from coformer.errors import ArtifactError
 from coformer.modeling import SubModelConfig
 
+# The layout `coformer decompose` and `coformer.calibrate.student.save_student` write (importing the
+# latter would load Lightning into every node); tests save with save_student and serve the result.
+POLICY, DEVICES, AGGREGATOR = "policy.json", "devices", "aggregator"
 PROCESSOR, DEPLOYMENT = "processor", "deployment.yaml"  # extra entries a packaged model carries
 
 
