@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from coformer.errors import CoFormerError
 
 Method = Literal["full", "pipe-edge", "distri-edge", "single-edge", "aggregate-edge", "coformer", "coformer-gateway"]
+METHODS: list[Method] = ["full", "pipe-edge", "distri-edge", "single-edge", "aggregate-edge", "coformer", "coformer-gateway"]
 SHAPED_DEFAULT: list[Method] = ["pipe-edge", "distri-edge", "aggregate-edge"]
 
 
@@ -21,6 +22,7 @@ class EvaluateConfigError(CoFormerError):
 class EvaluateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    methods: list[Method] = Field(default=METHODS, min_length=1)  # methods to evaluate (coformer: only with a calibrated folder)
     devices: int | None = Field(default=None, ge=1)  # measured device processes, one per core (null: every core)
     batch_sizes: list[int] = Field(default=[1, 8], min_length=1)  # sequences per timed request on the loopback
     seq_len: int = Field(default=128, ge=1)  # tokens per sequence of a timed request (padded to it)
@@ -31,7 +33,6 @@ class EvaluateConfig(BaseModel):
     shaped_methods: list[Method] = Field(default=SHAPED_DEFAULT)  # methods also timed on the shaped links (others cross no link)
     shaped_batch: int = Field(default=1, ge=1)  # sequences per request on shaped links (8 x 128 tensor parallel at 20 Mbit/s: ~8 s a request)
     wires: list[Literal["fp32", "fp16", "bf16"]] = Field(default=["fp32", "fp16"], min_length=1)  # activation dtypes on the shaped wire (first: reference)
-    gateway: bool = True  # also time Aggregate-Edge with the embedding done once at a gateway (devices hold no table)
     baseline_budget: float = Field(default=0.04, ge=0, le=1)  # Single-/Aggregate-Edge calibration steps as a fraction of calibrate's (0: uncalibrated)
     single_keep: float | None = Field(default=None, gt=0, le=1)  # Single-Edge kept fraction (null: the largest fitting the biggest device)
     importance: Literal["activation", "magnitude"] = "activation"  # unit ranking of the baselines (as the search's)

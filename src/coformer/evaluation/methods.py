@@ -131,29 +131,34 @@ def build_methods(
     single: tuple[str, float],
     calibrated: Path | None,
     recipe: CalibrationConfig,
-    gateway: bool,
+    wanted: list[str],
 ) -> list[Method]:
-    """Every method's folder: exact ones sliced, baselines calibrated, the searched one as given."""
-    full = builder.exact("full", [DeviceShare(name="core0", heads=1.0, neurons=1.0)], sync=1)
-    layers = builder.canonical.body.config.num_layers
-    pipe = Method("pipe-edge", full.folder, full.policy, full.budget, exact=True, mode="pipeline", stages=tuple(quotas(layers, [1.0] * cores)))
-    methods = [full, pipe, builder.exact("distri-edge", core_shares(cores), sync=1)]
-    name, keep = single
-    methods.append(builder.calibrated("single-edge", builder.policy([DeviceShare(name=name, heads=1.0, neurons=1.0)], sync=0, keep=keep)))
-    equal = builder.policy(core_shares(cores), sync=0)
+    """The ``wanted`` methods' folders: exact ones sliced, baselines calibrated, the searched one as
+    given (only with a calibrated folder)."""
+    methods = []
+    if {"full", "pipe-edge"} & set(wanted):
+        full = builder.exact("full", [DeviceShare(name="core0", heads=1.0, neurons=1.0)], sync=1)
+        layers = builder.canonical.body.config.num_layers
+        stages = tuple(quotas(layers, [1.0] * cores))
+        methods += [full, Method("pipe-edge", full.folder, full.policy, full.budget, exact=True, mode="pipeline", stages=stages)]
+    if "distri-edge" in wanted:
+        methods.append(builder.exact("distri-edge", core_shares(cores), sync=1))
+    if "single-edge" in wanted:
+        name, keep = single
+        methods.append(builder.calibrated("single-edge", builder.policy([DeviceShare(name=name, heads=1.0, neurons=1.0)], sync=0, keep=keep)))
     searched = Policy.load(calibrated / "policy.json") if calibrated is not None else None
-    if searched is not None and same_split(searched, equal):
-        aggregate = Method("aggregate-edge", calibrated, searched, f"the calibrate stage: {describe_budget(recipe)}")
-    else:
-        aggregate = builder.calibrated("aggregate-edge", equal)
-    methods.append(aggregate)
-    if searched is not None:
-        methods.append(
-            Method("coformer", calibrated, searched, f"the calibrate stage: {describe_budget(recipe)}", measurable=len(searched.devices) <= cores)
-        )
-    if gateway:
+    searched_budget = f"the calibrate stage: {describe_budget(recipe)}"
+    if {"aggregate-edge", "coformer-gateway"} & set(wanted):
+        equal = builder.policy(core_shares(cores), sync=0)
+        if searched is not None and same_split(searched, equal):
+            aggregate = Method("aggregate-edge", calibrated, searched, searched_budget)
+        else:
+            aggregate = builder.calibrated("aggregate-edge", equal)
+        methods.append(aggregate)
         methods.append(Method("coformer-gateway", aggregate.folder, aggregate.policy, aggregate.budget, gateway=True))
-    return methods
+    if searched is not None:
+        methods.append(Method("coformer", calibrated, searched, searched_budget, measurable=len(searched.devices) <= cores))
+    return [m for m in methods if m.key in wanted]
 
 
 def same_split(a: Policy, b: Policy) -> bool:

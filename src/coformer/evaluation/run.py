@@ -77,7 +77,7 @@ def run_evaluation(
         if config.baseline_budget > 0:
             data = CalibrationData.from_texts(tokenizer, calibration_texts, recipe.batch_size, recipe.max_length, recipe.seed)
         builder = Builder(loaded, importance, data, recipe, config.baseline_budget, Path(work or tmp))
-        methods = build_methods(builder, cores, single, calibrated, recipe, config.gateway)
+        methods = build_methods(builder, cores, single, calibrated, recipe, config.methods)
 
         progress.update(task, description="evaluate: quality against the teacher")
         held = text_batches(tokenizer, sorted(texts[: config.quality_texts], key=len), 64, config.max_length)

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from coformer.runtime.network import Network, loopback
+from coformer.runtime.parts import check_folder
 from coformer.runtime.plan import RuntimeFailure, RuntimePlan
 from coformer.runtime.results import RunResult, collect
 
@@ -93,6 +94,7 @@ def run_plan(
     workdir: str | Path | None = None,
 ) -> RunResult:
     """Run ``plan`` with one process per rank; ``requests``: request set name -> its inputs."""
+    check_folder(plan)
     network = network or loopback(plan.world)
     missing = [s.name for s in plan.sets if s.name not in requests]
     if missing:

@@ -72,24 +72,32 @@ def load_part(directory: Path, blocks: range | None = None, embed: bool = True) 
     return model.eval()
 
 
-def load_role(plan: RuntimePlan, rank: int) -> Role:
+def check_folder(plan: RuntimePlan) -> Policy:
+    """The folder's policy, if the plan can run it (checked before any process starts)."""
     folder = Path(plan.folder)
     policy = Policy.load(folder / "policy.json")
+    L = policy.shape.num_layers
+    if plan.mode == "pipeline" and (len(policy.devices) != 1 or policy.sync != 1 or sum(plan.stages) != L):
+        raise RuntimeFailure(
+            f"pipeline stages {plan.stages} over {folder}: need a one-device, sync 1 folder (the full model) "
+            f"and stages summing to its {L} blocks"
+        )
+    if plan.mode == "ensemble" and len(policy.devices) != plan.devices:
+        raise RuntimeFailure(f"{folder} holds {len(policy.devices)} sub-models but the plan says devices={plan.devices}")
+    return policy
+
+
+def load_role(plan: RuntimePlan, rank: int) -> Role:
+    folder = Path(plan.folder)
+    policy = check_folder(plan)
     names = [d.name for d in policy.devices]
     role = Role(rank, plan, policy.shape.num_layers, policy.sync)
     if plan.mode == "pipeline":
-        if len(names) != 1 or policy.sync != 1 or sum(plan.stages) != role.num_layers:
-            raise RuntimeFailure(
-                f"pipeline stages {plan.stages} over {folder}: need a one-device, sync 1 folder (the full model) "
-                f"and stages summing to its {role.num_layers} blocks"
-            )
         start = sum(plan.stages[:rank])
         role.blocks = range(start, start + plan.stages[rank])
         role.model = load_part(folder / "devices" / names[0], role.blocks, embed=rank == 0)
         role.aggregator = load_aggregator(folder / "aggregator") if rank == plan.world - 1 else None
         return role
-    if len(names) != plan.devices:
-        raise RuntimeFailure(f"{folder} holds {len(names)} sub-models but the plan says devices={plan.devices}")
     device = rank - int(plan.gateway)
     if device >= 0:
         role.model = load_part(folder / "devices" / names[device], embed=not plan.gateway)
