@@ -34,6 +34,7 @@ def cli(
 
 from coformer.cli import calibrate  # noqa: E402,F401  (registers its command)
 from coformer.cli import decompose  # noqa: E402,F401  (registers its command)
+from coformer.cli import deploy  # noqa: E402,F401  (registers its command)
 from coformer.cli import predict  # noqa: E402,F401  (registers its command)
 from coformer.cli import prepare  # noqa: E402,F401  (registers its command)
 from coformer.cli import profile  # noqa: E402,F401  (registers its command)

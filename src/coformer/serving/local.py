@@ -46,22 +46,28 @@ class LocalDeployment:
 
     def __init__(
         self, artifacts: Path, workdir: Path, deployment: Deployment | None = None, port: int | None = None,
-        api_token: str | None = None, processor: str | None = None, bento_dir: Path = BENTO_DIR,
+        api_token: str | None = None, processor: str | None = None, bento_dir: Path = BENTO_DIR, remote: bool = False,
     ):
+        """``remote``: the deployment's node URLs point elsewhere; start the aggregator only."""
         self.artifacts, self.workdir, self.bento_dir = Path(artifacts).resolve(), Path(workdir).resolve(), bento_dir
         self.workdir.mkdir(parents=True, exist_ok=True)
         policy, _ = policy_and_configs(self.artifacts)
         names = [d.name for d in policy.devices]
         cores = os.cpu_count() or 1
         pinned = cores > len(names)  # core 0 for the aggregator, one core per node
-        nodes = {n: f"http://127.0.0.1:{free_port()}" for n in names}
-        self.deployment = (deployment or Deployment()).model_copy(update={"nodes": nodes})
-        self.deployment = self.deployment.model_copy(update={"token": self.deployment.token or os.urandom(16).hex()})
+        deployment = deployment or Deployment()
+        nodes = deployment.nodes if remote else {n: f"http://127.0.0.1:{free_port()}" for n in names}
+        self.deployment = deployment.model_copy(update={"nodes": nodes})
+        token = self.deployment.token or os.environ.get("COFORMER_NODE_TOKEN") or ("" if remote else os.urandom(16).hex())
+        if not token:
+            raise CoFormerError("remote nodes need their shared token: `token:` in the deployment file or COFORMER_NODE_TOKEN")
+        self.deployment = self.deployment.model_copy(update={"token": token})
         self.deployment_file = self.deployment.save(self.workdir / "deployment.yaml")
         common = {"COFORMER_ARTIFACTS": str(self.artifacts), "COFORMER_DEPLOYMENT": str(self.deployment_file), "COFORMER_NODE_TOKEN": self.deployment.token}
         self.services = {
             n: Service(n, url, common | {"COFORMER_NODE_NAME": n} | ({"COFORMER_CORE": str(k + 1)} if pinned else {}), self.workdir / f"{n}.log")
             for k, (n, url) in enumerate(nodes.items())
+            if not remote
         }
         extra = {"COFORMER_API_TOKEN": api_token} if api_token else {}
         extra |= {"COFORMER_PROCESSOR": processor} if processor else {}
