@@ -97,3 +97,25 @@ def test_sync1_split_adds_up_to_the_original_parameters(make, devices):
     assert all(c.bytes > 0 for c in counts)
     for c in counts:
         print(f"{c.name}: unit {c.unit:,} shared {c.shared:,} bytes {c.bytes:,}")
+
+
+def test_weights_that_do_not_match_their_config_name_the_shapes(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    student = ensemble(canonicalize(tiny_gpt2()), 2, sync=0)
+    save_module(student.submodels[0], tmp_path / "node")
+    other = ensemble(canonicalize(tiny_gpt2()), 3, sync=0)
+    save_module(other.submodels[0], tmp_path / "other")
+    save_file(load_file(tmp_path / "other" / "model.safetensors"), tmp_path / "node" / "model.safetensors")
+    with pytest.raises(ArtifactError, match=r"weights do not match its config \(blocks\.0\.attn\.k\.bias is \(16,\), the config says \(24,\)") as error:
+        load_submodel(tmp_path / "node")
+    assert "\n" not in str(error.value) and "re-export" in str(error.value)
+
+
+def test_a_sub_model_without_qkv_biases_round_trips(tmp_path):
+    from test_exactness import tiny_encoder
+
+    sub = ensemble(canonicalize(tiny_encoder("ViTModel", qkv_bias=False)), 2, sync=0).submodels[1]
+    save_module(sub, tmp_path / "node")
+    assert same_weights(sub, load_submodel(tmp_path / "node"))
+    assert sub.blocks[0].attn.q.bias is None

@@ -25,14 +25,42 @@ def ensemble(canonical, devices: int, sync: int, importance: str = "magnitude") 
 
 def reference(model, inputs):
     """(last hidden state, output) exactly as the Hugging Face model computes them."""
-    name = type(model).__name__
-    base = getattr(model, "transformer", None) or getattr(model, "bert", None) or getattr(model, "vit", None) or model
-    hidden = base(**inputs).last_hidden_state
-    if name.endswith(("LMHeadModel", "ForSequenceClassification", "ForImageClassification")):
-        return hidden, model(**inputs).logits
-    if name in ("BertModel", "ViTModel"):
-        return hidden, model(**inputs).pooler_output
+    hidden = model.base_model(**inputs).last_hidden_state
+    out = model(**inputs)
+    if "logits" in out:
+        return hidden, out.logits
+    if out.get("pooler_output") is not None:
+        return hidden, out.pooler_output
     return hidden, hidden
+
+
+def tiny_gpt2_with(**flags):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=100, n_positions=64, **flags)).eval()
+
+
+def tiny_encoder(name: str, **flags):
+    """A tiny random transformers model by class name (RoBERTa, XLM-RoBERTa, ViT, DeiT and their heads)."""
+    import transformers
+
+    torch.manual_seed(0)
+    cls = getattr(transformers, name)
+    shape = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, num_labels=3)
+    if "Image" in name or name.startswith(("ViT", "DeiT")):
+        shape |= dict(image_size=16, patch_size=4)
+    else:
+        shape |= dict(vocab_size=100, max_position_embeddings=40)
+    return cls(cls.config_class(**shape | flags)).eval()
+
+
+def inputs_with_padding_ids(pad: int = 1):
+    """Token inputs where some real tokens carry the padding id (RoBERTa's positions skip them)."""
+    batch = token_inputs()
+    batch["input_ids"][0, 2] = pad
+    batch["input_ids"][1, -1] = pad
+    return batch
 
 
 CASES = [
@@ -42,6 +70,17 @@ CASES = [
     ("bert-cls", lambda: tiny_bert(classifier=True), token_inputs),
     ("vit", lambda: tiny_vit(), image_inputs),
     ("vit-cls", lambda: tiny_vit(classifier=True), image_inputs),
+    ("gpt2-unscaled", lambda: tiny_gpt2_with(scale_attn_weights=False), token_inputs),
+    ("gpt2-inverse-layer", lambda: tiny_gpt2_with(scale_attn_by_inverse_layer_idx=True), token_inputs),
+    ("gpt2-upcast", lambda: tiny_gpt2_with(reorder_and_upcast_attn=True), token_inputs),
+    ("vit-no-qkv-bias", lambda: tiny_encoder("ViTForImageClassification", qkv_bias=False), image_inputs),
+    ("roberta", lambda: tiny_encoder("RobertaModel"), inputs_with_padding_ids),
+    ("roberta-cls", lambda: tiny_encoder("RobertaForSequenceClassification"), inputs_with_padding_ids),
+    ("xlm-roberta", lambda: tiny_encoder("XLMRobertaModel"), inputs_with_padding_ids),
+    ("xlm-roberta-cls", lambda: tiny_encoder("XLMRobertaForSequenceClassification"), inputs_with_padding_ids),
+    ("deit", lambda: tiny_encoder("DeiTModel"), image_inputs),
+    ("deit-cls", lambda: tiny_encoder("DeiTForImageClassification"), image_inputs),
+    ("deit-teacher", lambda: tiny_encoder("DeiTForImageClassificationWithTeacher"), image_inputs),
 ]
 
 

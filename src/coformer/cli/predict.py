@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import typer
 from rich.table import Table
 
+from coformer.adapters import MODEL_TYPES
 from coformer.cli import app, console
-from coformer.errors import CoFormerError
+from coformer.cli.decompose import check_fraction
 
 PRECISIONS = {"fp32": 4, "fp16": 2, "bf16": 2}
+Precision = Literal["fp32", "fp16", "bf16"]
 
 
 def size(n: float) -> str:
@@ -43,21 +46,24 @@ def memory_rich_table(memory: dict[str, dict[str, float]], fleet) -> Table:
 
 @app.command("predict")
 def predict_command(
-    model: str = typer.Option("gpt2-xl", help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl, or a local model folder (shapes only)"),
+    model: str = typer.Option(
+        "gpt2-xl",
+        help=f"gpt2 | gpt2-medium | gpt2-large | gpt2-xl, or a local model folder (shapes only; model types: {', '.join(MODEL_TYPES)})",
+    ),
     fleet: str = typer.Option("paper", help="catalog fleet name or a fleet YAML/JSON file"),
-    precision: str = typer.Option("fp16", help="fp32 | fp16 | bf16: bytes of parameters, activations and KV cache"),
+    precision: Precision = typer.Option("fp16", help="bytes of parameters, activations and KV cache"),
     batch: int = typer.Option(1, min=1, help="sequences per request"),
     seq_len: int = typer.Option(128, min=1, help="prompt tokens"),
     decode_tokens: int = typer.Option(32, min=0, help="tokens generated after the prompt (causal models)"),
-    keep: float = typer.Option(1.0, help="CoFormer row: fraction of units kept"),
-    channels: float = typer.Option(1.0, help="CoFormer row: fraction of hidden channels per sub-model"),
+    keep: float = typer.Option(1.0, help="CoFormer row: fraction of units kept, in (0, 1]"),
+    channels: float = typer.Option(1.0, help="CoFormer row: fraction of hidden channels per sub-model, in (0, 1]"),
 ) -> None:
     """Predict full model vs CoFormer (s=0) vs tensor parallelism (s=1) vs pipeline on a fleet."""
     from coformer.fleet import ModelDims, Workload, load_fleet
     from coformer.fleet.compare import compare_regimes, memory_table
 
-    if precision not in PRECISIONS:
-        raise CoFormerError(f"--precision {precision!r} must be one of {', '.join(PRECISIONS)}")
+    check_fraction("--keep", keep)
+    check_fraction("--channels", channels)
     dims = ModelDims.named(model, PRECISIONS[precision])
     target = load_fleet(fleet)
     workload = Workload(batch=batch, seq_len=seq_len, decode_tokens=decode_tokens)
