@@ -32,12 +32,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from coformer.calibrate import CalibrationConfig, CalibrationData, build_student, calibrate, plan  # noqa: E402
-from coformer.cli.calibrate import read_config  # noqa: E402
 from coformer.data import load_pairs, load_texts  # noqa: E402
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of  # noqa: E402
 from coformer.evaluation import encode_pairs, recall_at_k  # noqa: E402
 from coformer.executor import Teacher  # noqa: E402
 from coformer.loading import load_model  # noqa: E402
+from coformer.params import load_params  # noqa: E402
 
 EVAL_MAX_LENGTH = 128  # held-out texts are embedded as the pipeline embeds them (data.max_length)
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -103,12 +103,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, nargs="+", default=[2, 3], help="sub-model counts N to benchmark")
     parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True, help="also run one-shot distillation")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override calibrate parameters, e.g. lr=5e-4")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override calibrate parameters, e.g. lr=5e-4 (params.yaml's calibrate section)")
     parser.add_argument("--limit", type=int, default=None, help="calibration texts used (default: the whole split)")
     parser.add_argument("--jobs", type=int, default=2, help="calibrations run at once, one process and one core each")
     args = parser.parse_args()
     wall = time.time()
-    config = read_config(PARAMS if PARAMS.is_file() else None, args.set)
+    config = load_params(PARAMS if PARAMS.is_file() else None, [f"calibrate.{item}" for item in args.set]).calibrate
     schedules = ["progressive", "one-shot"] if args.ablation else ["progressive"]
     if args.jobs > 1:
         config = config.model_copy(update={"threads": 1})  # one core per job

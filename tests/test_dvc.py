@@ -16,7 +16,8 @@ import yaml
 from conftest import ROOT
 
 SRC = ROOT / "src"
-DATA_FILES = {"src/coformer/fleet/catalog.py": "src/coformer/catalog"}  # modules that read package data
+# modules that read files beside the code: the fleet catalog, and the services `bentoml build` packs
+DATA_FILES = {"src/coformer/fleet/catalog.py": "src/coformer/catalog", "src/coformer/serving/packaging.py": "bento"}
 
 
 def module_file(name: str) -> Path | None:

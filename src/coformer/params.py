@@ -18,6 +18,7 @@ from coformer.calibrate.config import CalibrationConfig
 from coformer.errors import CoFormerError
 from coformer.evaluation.config import EvaluateConfig
 from coformer.search.config import SearchConfig
+from coformer.serving.config import PackageConfig
 
 PARAMS_FILE = Path("params.yaml")
 INHERITED = {"seed"}  # keys of stage sections filled from ``base`` instead of written twice
@@ -82,6 +83,7 @@ class Params(Section):
     search: SearchConfig = SearchConfig()
     calibrate: CalibrationConfig = CalibrationConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    package: PackageConfig = PackageConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -11,7 +11,7 @@ from pathlib import Path
 from coformer.calibrate import CalibrationData, calibrate, load_student
 from coformer.calibrate.student import AGGREGATOR, DEVICES, POLICY
 from coformer.data.prepared import Prepared
-from coformer.evaluation import output_fidelity, retrieval_recall
+from coformer.evaluation.quality import quality
 from coformer.executor import Teacher
 from coformer.loading import load_model
 from coformer.params import Params
@@ -21,14 +21,8 @@ from coformer.tracking import log_outputs, mlflow_key, register, stage_run
 METRICS, CURVE = "metrics.json", "curve.csv"
 
 
-def quality(teacher, student, tokenizer, batches, pairs, max_length: int, prefix: str) -> dict[str, float]:
-    """Fidelity to the teacher on held-out batches (and retrieval recall when there are pairs)."""
-    student.eval()
-    metrics = {f"{prefix}_{k}": v for k, v in output_fidelity(teacher, student, batches).items()}
-    if pairs:
-        recall = retrieval_recall(lambda b: student(b).output, tokenizer, pairs, (1, 5), max_length)
-        metrics |= {f"{prefix}_recall@{k}": v for k, v in recall.items()}
-    return metrics
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
 def calibration_data(prepared: Prepared, processor, params: Params, max_length: int) -> CalibrationData:
@@ -65,10 +59,10 @@ def run(params: Params, prepared: Path | None, decomposed: Path, out: Path) -> d
     held = prepared.batches(processor, "evaluation", 64, eval_length)
     pairs = prepared.pairs if canonical.head.config.pooling != "none" else []
     with stage_run(params, "calibrate") as run:
-        metrics = quality(teacher, student, processor, held, pairs, eval_length, "before")
+        metrics = prefixed("before", quality(teacher, student, processor, held, pairs, eval_length))
         if pairs:
-            recall = retrieval_recall(lambda b: teacher(b).output, processor, pairs, (1, 5), eval_length)
-            metrics |= {f"teacher_recall@{k}": v for k, v in recall.items()}
+            recall = quality(teacher, teacher, processor, held, pairs, eval_length)
+            metrics |= prefixed("teacher", {k: v for k, v in recall.items() if k.startswith("recall")})
         print(f"calibrate: {len(student.submodels)} sub-models (s={policy.sync}), {len(prepared.splits['calibration'])} inputs, "
               f"before {metrics}", flush=True)  # fmt: skip
         start = time.time()
@@ -78,7 +72,7 @@ def run(params: Params, prepared: Path | None, decomposed: Path, out: Path) -> d
         )  # fmt: skip
         if result.resumed:
             print(f"calibrate: resumed after stage(s) {', '.join(result.resumed)}", flush=True)
-        metrics |= quality(teacher, student, processor, held, pairs, eval_length, "after")
+        metrics |= prefixed("after", quality(teacher, student, processor, held, pairs, eval_length))
         metrics["seconds"] = time.time() - start
         (out / METRICS).write_text(json.dumps(metrics, indent=1))
         write_curve(out / CURVE, result.curve)

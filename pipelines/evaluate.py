@@ -1,0 +1,7 @@
+"""DVC stage ``evaluate``: every method as real device processes, side by side (``coformer.stages.evaluate``)."""
+
+from coformer.stages import evaluate
+from pipelines.common import main
+
+if __name__ == "__main__":
+    main(evaluate.run)
