@@ -22,7 +22,7 @@ import yaml
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
-STAGES = ("prepare", "profile", "search", "calibrate")
+STAGES = ("prepare", "profile", "search", "calibrate", "evaluate", "package")
 
 
 def readme_command(marker: str) -> str:
@@ -69,6 +69,9 @@ def test_quick_run_writes_every_stage_output_and_metric(project):
         "outputs/search/policy.json",
         "outputs/calibrate/aggregator/model.safetensors",
         "outputs/calibrate/curve.csv",
+        "outputs/evaluate/report.md",
+        "outputs/evaluate/front.png",
+        "outputs/package/package.json",
     ):
         assert (project / path).is_file(), path
     metrics = json.dumps(json.loads(dvc(project, "metrics", "show", "--json").stdout))
@@ -111,14 +114,14 @@ def test_cost_model_code_makes_search_and_later_stale(project):
         status = dvc(project, "status").stdout
     finally:
         cost.write_text(original)
-    stale = {stage for stage in ("prepare", *STAGES[1:]) if re.search(rf"^{stage}:", status, re.M)}
-    assert stale == {"profile", "search", "calibrate"}, status
+    stale = {stage for stage in STAGES if re.search(rf"^{stage}:", status, re.M)}
+    assert stale == set(STAGES[1:]), status  # everything that runs the fleet code
 
 
-def test_a_calibrate_parameter_reruns_only_calibrate(project):
+def test_a_calibrate_parameter_reruns_only_calibrate_and_after(project):
     out = dvc(project, "exp", "run", "-S", "calibrate.lr=1e-4").stdout
     ran = set(re.findall(r"Running stage '(\w+)'", out))
-    assert ran == {"calibrate"}, out
+    assert ran == {"calibrate", "evaluate", "package"}, out
     assert yaml.safe_load((project / "params.yaml").read_text())["calibrate"]["lr"] == 1e-4
 
 
