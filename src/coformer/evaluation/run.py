@@ -79,17 +79,20 @@ def run_evaluation(
         builder = Builder(loaded, importance, data, recipe, config.baseline_budget, Path(work or tmp))
         methods = build_methods(builder, cores, single, calibrated, recipe, config.methods)
 
+        phases = {"baselines": time.time() - started}
         progress.update(task, description="evaluate: quality against the teacher")
         held = text_batches(tokenizer, sorted(texts[: config.quality_texts], key=len), 64, config.max_length)
         pairs = list(pairs[: config.quality_pairs])
         scores = method_quality(methods, teacher, tokenizer, held, pairs, config.max_length)
 
+        phases["quality"] = time.time() - started - sum(phases.values())
         unavailable = shaping_unavailable()
         if unavailable:
             console.print(f"evaluate: slow links not shaped ({unavailable}); their latencies are the cost model's, labelled predicted")
         requests = {b: request_inputs(tokenizer, texts, b, config.seq_len) for b in {*config.batch_sizes, config.shaped_batch}}
         runs = time_methods(methods, config, requests, unavailable, lambda d: progress.update(task, description=f"evaluate: timing {d}"))
 
+        phases["timing"] = time.time() - started - sum(phases.values())
         progress.update(task, description="evaluate: the cost model")
         core = resolve_profile(profile, dims, config)
         references = reference_outputs(methods, teacher, requests)
@@ -104,7 +107,8 @@ def run_evaluation(
             "paper": paper_rows(),
         }
         metrics["targets"] = targets(metrics, config)
-        metrics["seconds"] = time.time() - started
+        phases["prediction"] = time.time() - started - sum(phases.values())
+        metrics["seconds"], metrics["phase_seconds"] = time.time() - started, phases
         write_outputs(out, metrics, rows, memory_rows(runs), methods, config)
     return metrics
 

@@ -13,7 +13,7 @@ import torch
 
 from coformer.evaluation.config import EvaluateConfig
 from coformer.evaluation.methods import Method
-from coformer.runtime import Network, RequestSet, RunResult, RuntimePlan, loopback, run_plan, shaped
+from coformer.runtime import Network, RequestSet, RunResult, RuntimePlan, Zygote, loopback, run_plan, shaped
 from coformer.runtime.flow import KEYS
 
 Inputs = dict[str, torch.Tensor]
@@ -41,7 +41,7 @@ def inputs_for(sets: list[RequestSet], requests: dict[int, Inputs]) -> dict[str,
     return {s.name: requests[int(s.name.split("-")[0][1:])] for s in sets}
 
 
-def run_method(method: Method, config: EvaluateConfig, requests: dict[int, Inputs], network: Network, shaped_link: bool) -> RunResult:
+def run_method(method: Method, config: EvaluateConfig, requests: dict[int, Inputs], network: Network, shaped_link: bool, zygote: Zygote) -> RunResult:
     sets = series(method, config, shaped_link)
     plan = RuntimePlan(
         folder=str(method.folder),
@@ -53,7 +53,7 @@ def run_method(method: Method, config: EvaluateConfig, requests: dict[int, Input
         warmup=config.warmup,
         repeats=config.requests,
     )
-    return run_plan(plan, inputs_for(sets, requests), network, config.timeout_s)
+    return run_plan(plan, inputs_for(sets, requests), network, config.timeout_s, zygote)
 
 
 def links(config: EvaluateConfig, unavailable: str | None) -> Iterator[float | None]:
@@ -64,16 +64,23 @@ def links(config: EvaluateConfig, unavailable: str | None) -> Iterator[float | N
 
 
 def time_methods(methods: list[Method], config: EvaluateConfig, requests: dict[int, Inputs], unavailable: str | None, progress) -> list[tuple[Method, float | None, RunResult]]:
-    """Every (method, link) run; ``progress(description)`` is called before each."""
+    """Every (method, link) run, all forked from one zygote; ``progress(description)`` is called before each."""
     results = []
-    for rate in links(config, unavailable):
-        chosen = [m for m in methods if m.measurable and (rate is None or m.key in config.shaped_methods)]
-        for method in chosen:
-            progress(f"{method.key} on {'loopback' if rate is None else f'{rate:g} Mbit/s'}")
-            world = len(method.stages) if method.mode == "pipeline" else len(method.policy.devices) + int(method.gateway)
-            if rate is None:
-                results.append((method, rate, run_method(method, config, requests, loopback(world), False)))
-                continue
-            with shaped(world, rate) as network:
-                results.append((method, rate, run_method(method, config, requests, network, True)))
+    with Zygote() as zygote:
+        for rate in links(config, unavailable):
+            results += time_link(methods, config, requests, rate, progress, zygote)
+    return results
+
+
+def time_link(methods: list[Method], config: EvaluateConfig, requests, rate: float | None, progress, zygote: Zygote) -> list:
+    """The methods run on one link: all on the loopback (None), ``shaped_methods`` on a shaped rate."""
+    results = []
+    for method in [m for m in methods if m.measurable and (rate is None or m.key in config.shaped_methods)]:
+        progress(f"{method.key} on {'loopback' if rate is None else f'{rate:g} Mbit/s'}")
+        world = len(method.stages) if method.mode == "pipeline" else len(method.policy.devices) + int(method.gateway)
+        if rate is None:
+            results.append((method, rate, run_method(method, config, requests, loopback(world), False, zygote)))
+            continue
+        with shaped(world, rate) as network:
+            results.append((method, rate, run_method(method, config, requests, network, True, zygote)))
     return results

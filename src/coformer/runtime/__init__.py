@@ -6,13 +6,14 @@ model, and returns latencies, bytes, memory and outputs; ``network.shaped`` puts
 behind real rate-limited links.
 """
 
-from coformer.runtime.launch import run_plan
+from coformer.runtime.launch import Zygote, run_plan
 from coformer.runtime.network import Network, loopback, shaped, shaping_unavailable
 from coformer.runtime.plan import RequestSet, RuntimeFailure, RuntimePlan
 from coformer.runtime.results import RunResult, SetResult
 
 __all__ = [
     "Network",
+    "Zygote",
     "RequestSet",
     "RunResult",
     "RuntimeFailure",

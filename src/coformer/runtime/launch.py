@@ -1,9 +1,10 @@
 """Start one process per rank, wait for them, and never leave one behind.
 
-Every device process runs in its own process group (``start_new_session``) and is told by the
-kernel to die with its parent (``PR_SET_PDEATHSIG``), so neither an exception, Ctrl-C, a SIGTERM
-of the parent (turned into an exception while a run is in progress) nor a SIGKILL of the parent
-leaves one running. A failed process stops the run with its last lines of output.
+Device processes are forked by a zygote (``zygote.py``: torch imported once per evaluation, not
+once per process). The zygote runs in a process group of its own and dies with its parent, and
+every device process dies with the zygote (``PR_SET_PDEATHSIG``): neither an exception, Ctrl-C,
+a SIGTERM of the parent (turned into an exception while a run is in progress) nor a SIGKILL of
+the parent leaves one running. A failed process stops the run with its last lines of output.
 """
 
 from __future__ import annotations
@@ -53,6 +54,58 @@ def sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(pids: list[int]) -> None:
+    """SIGTERM to every process still alive, SIGKILL to what outlives a short grace."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 3.0
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class Zygote:
+    """The device processes' parent for as long as the ``with`` block lasts."""
+
+    def __enter__(self) -> Zygote:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "coformer.runtime.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: one killpg ends it and every device process
+            preexec_fn=die_with_parent,
+        )
+        return self
+
+    def fork(self, spec: Path, rank: int, namespace: str | None, env: dict[str, str], log: Path) -> int:
+        request = {"spec": str(spec), "rank": rank, "namespace": namespace, "env": env, "log": str(log)}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer.strip():
+            raise RuntimeFailure(f"the zygote exited ({self.process.poll()}) before starting rank {rank}; is torch importable?")
+        return int(answer)
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,20 +120,6 @@ def assign_cores(plan: RuntimePlan) -> list[int]:
     return ([per_device[0]] if plan.gateway else []) + per_device
 
 
-def stop(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM to every process group still alive, SIGKILL to what outlives a short grace."""
-    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        alive = [p for p in processes if p.poll() is None]
-        for p in alive:
-            try:
-                os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while any(p.poll() is None for p in alive) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
 def tail(path: Path, lines: int = 8) -> str:
     text = path.read_text(errors="replace").strip().splitlines() if path.is_file() else []
     return " | ".join(text[-lines:])
@@ -91,15 +130,19 @@ def run_plan(
     requests: dict[str, dict[str, torch.Tensor]],
     network: Network | None = None,
     timeout_s: float = 600.0,
-    workdir: str | Path | None = None,
+    zygote: Zygote | None = None,
 ) -> RunResult:
-    """Run ``plan`` with one process per rank; ``requests``: request set name -> its inputs."""
+    """Run ``plan`` with one process per rank; ``requests``: request set name -> its inputs.
+    ``zygote``: a started ``Zygote`` to fork from (None: one for this run only)."""
     check_folder(plan)
+    if zygote is None:
+        with Zygote() as own:
+            return run_plan(plan, requests, network, timeout_s, own)
     network = network or loopback(plan.world)
     missing = [s.name for s in plan.sets if s.name not in requests]
     if missing:
         raise RuntimeFailure(f"no inputs for request sets {missing}; pass them in requests")
-    with tempfile.TemporaryDirectory(prefix="coformer-run-", dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="coformer-run-") as tmp:
         folder = Path(tmp)
         save_file({f"{name}/{k}": v.clone() for name, batch in requests.items() for k, v in batch.items()}, folder / "requests.safetensors")
         spec = {
@@ -111,35 +154,32 @@ def run_plan(
             "timeout_s": timeout_s,
         }
         (folder / "spec.json").write_text(json.dumps(spec))
-        processes: list[subprocess.Popen] = []
+        pids: list[int] = []
         started = time.perf_counter()
         with sigterm_raises():
             try:
                 for rank in range(plan.world):
-                    env = os.environ | {"GLOO_SOCKET_IFNAME": network.interfaces[rank], "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-                    log = open(folder / f"rank{rank}.log", "w")
-                    command = [*network.prefix(rank), sys.executable, "-m", "coformer.runtime.worker", str(folder / "spec.json"), str(rank)]
-                    processes.append(
-                        subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
-                    )
-                    log.close()
-                wait(processes, folder, timeout_s)
+                    env = {"GLOO_SOCKET_IFNAME": network.interfaces[rank], "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                    namespace = network.namespaces[rank] if network.namespaces else None
+                    pids.append(zygote.fork(folder / "spec.json", rank, namespace, env, folder / f"rank{rank}.log"))
+                wait(pids, folder, timeout_s)
             finally:
-                stop(processes)
+                stop(pids)
         outputs = load_file(folder / "outputs.safetensors")
         reports = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(plan.world)]
         return collect(plan, reports, outputs, network.label, time.perf_counter() - started)
 
 
-def wait(processes: list[subprocess.Popen], folder: Path, timeout_s: float) -> None:
+def wait(pids: list[int], folder: Path, timeout_s: float) -> None:
+    """Until every rank has written its report; a rank gone without one is a failure."""
     deadline = time.monotonic() + timeout_s
     while True:
-        codes = [p.poll() for p in processes]
-        bad = next(((r, c) for r, c in enumerate(codes) if c not in (None, 0)), None)
-        if bad:
-            raise RuntimeFailure(f"device process rank {bad[0]} exited with {bad[1]}: {tail(folder / f'rank{bad[0]}.log')}")
-        if all(c == 0 for c in codes):
+        done = [(folder / f"rank{r}.json").is_file() for r in range(len(pids))]
+        if all(done):
             return
+        lost = next((r for r, (pid, d) in enumerate(zip(pids, done)) if not d and not alive(pid)), None)
+        if lost is not None:
+            raise RuntimeFailure(f"device process rank {lost} failed: {tail(folder / f'rank{lost}.log')}")
         if time.monotonic() > deadline:
             raise RuntimeFailure(f"the run took longer than timeout_s={timeout_s:g} s; raise it or time fewer requests")
         time.sleep(0.05)

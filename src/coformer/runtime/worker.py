@@ -69,8 +69,10 @@ def main(spec_path: str, rank: int) -> None:
         "rss_bytes": peak_rss(),
         "sets": timings,
     }
-    (folder / f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
+    tmp = folder / f"rank{rank}.json.tmp"
+    tmp.write_text(json.dumps(report))
+    tmp.replace(folder / f"rank{rank}.json")  # atomic: the launcher reads it once it exists
 
 
 def peak_rss() -> int:
