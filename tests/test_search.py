@@ -17,18 +17,22 @@ import torch
 from conftest import tiny_bert, tiny_gpt2, token_inputs
 
 from coformer.adapters import canonicalize
-from coformer.decompose import Policy, shape_of
-from coformer.errors import CoFormerError, InfeasibleFleetError
+from coformer.decompose import DeviceShare, Policy, build_policy, compute_importance, decompose, shape_of
+from coformer.errors import CoFormerError, InfeasibleFleetError, PolicyError
 from coformer.fleet.cost import ModelDims, UnitCounts, Workload, estimate
 from coformer.fleet.profile import DeviceProfile, Fleet
 from coformer.search import SearchConfig, SearchSpace, run_search
 from coformer.search.degradation import per_item
+from coformer.search.evaluate import Evaluator
+from coformer.search.refit import split_rows
 from coformer.search.results import knee, pareto_mask
+from coformer.search.space import Candidate
 from coformer.search.tuning import check_stored, ray_session
 
 pytestmark = pytest.mark.slow
 
 WORKLOAD = {"batch": 1, "seq_len": 9}
+TEXTS = {"texts": 8, "fit_texts": 6}  # of the 8 calibration rows, 6 fit the refit and D is measured on 2
 
 
 def full_memory(canonical) -> float:
@@ -60,7 +64,7 @@ def canonical():
 
 @pytest.fixture(scope="module")
 def batches():
-    return [token_inputs(batch=4, length=9, seed=1)]
+    return [token_inputs(batch=4, length=9, seed=1), token_inputs(batch=4, length=9, seed=2)]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,7 @@ def ray():
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, ray, canonical, batches):
     out = tmp_path_factory.mktemp("search")
-    config = SearchConfig(trials=4, seed=0, **WORKLOAD)
+    config = SearchConfig(trials=4, seed=0, **WORKLOAD, **TEXTS)
     result = run_search(canonical, batches, tiny_fleet(canonical), config, out)
     return out, config, result, pd.read_csv(out / "trials.csv")
 
@@ -88,9 +92,14 @@ def test_search_runs_real_trials_and_writes_every_output(searched):
         assert column in trials.columns, column
     measured = trials[trials["feasible"]]
     assert (measured["degradation"] >= 0).all() and measured["latency_ms"].gt(0).all()
+    assert (measured["degradation_uncalibrated"] >= 0).all()  # reported beside the calibration-aware D
+    assert set(trials["method"]) <= {"Single-Edge", "Distri-Edge", "Aggregate-Edge", "Aggregate-Edge/s=2", "Aggregate-Edge/s=3", ""}
+    single = trials[trials["devices"].str.count(r"\+") == 0]
+    assert (single["method"] == "Single-Edge").all() and (single["sync"] == 1).all()  # one device: no merge
     assert trials.loc[~trials["feasible"], "degradation"].isna().all()  # not run when it does not fit
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trials"] == 4 and metrics["feasible_trials"] == len(measured)
+    assert metrics["degradation_estimate"] == "refit" and "best_objective.Single-Edge" in metrics
 
 
 def test_pareto_csv_is_the_nondominated_feasible_trials(searched):
@@ -134,7 +143,7 @@ def test_resumed_search_keeps_the_stored_trials_and_continues_the_sampler(search
 def test_infeasible_fleet_names_the_device_and_the_shortfall(canonical, batches, tmp_path):
     fleet = tiny_fleet(canonical, fractions=(0.12, 0.1, 0.08))
     with pytest.raises(InfeasibleFleetError) as error:
-        run_search(canonical, batches, fleet, SearchConfig(trials=2, **WORKLOAD), tmp_path)
+        run_search(canonical, batches, fleet, SearchConfig(trials=2, **WORKLOAD, **TEXTS), tmp_path)
     message = str(error.value)
     assert "'dev2' needs" in message and "KiB more than its" in message and "search.keep_min" in message
     assert not (tmp_path / "ray").exists()  # failed before any trial
@@ -216,3 +225,43 @@ def test_degradation_is_zero_for_the_teacher_and_grows_with_the_gap():
     logits, mask = torch.randn(2, 3, 5), torch.tensor([[1, 1, 0], [1, 1, 1]])
     assert per_item(logits, logits, lm, mask).shape == (5,)  # one KL per unpadded token
     assert per_item(logits, logits, lm, mask).abs().max() < 1e-6 and per_item(logits * 3, logits, lm, mask).min() > 0
+
+
+def test_one_device_is_a_compressed_single_model_without_merges(canonical):
+    """Whatever s was asked for, one device has no sync point: no merge, the head on its own stream."""
+    importance = compute_importance(canonical.body, "magnitude")
+    for sync in (0, 2):
+        policy = build_policy(shape_of(canonical), importance, [DeviceShare(name="a", heads=1, neurons=1)], keep=0.75, sync=sync)
+        assert policy.single and policy.sync == 1
+        _, aggregator = decompose(canonical, policy)
+        assert aggregator.config.merge_points == [] and len(aggregator.merges) == 0
+    with pytest.raises(PolicyError, match="only device but narrows"):
+        build_policy(shape_of(canonical), importance, [DeviceShare(name="a", heads=1, neurons=1, channels=0.5)])
+    space = SearchSpace(tiny_fleet(canonical), shape_of(canonical), SearchConfig())
+    device = {"heads": 0.5, "neurons": 0.5, "channels": 0.6, "use": False}
+    params = {"devices": {"dev0": device | {"use": True}, "dev1": device, "dev2": device}, "keep": 0.8, "sync": 0, "dealing": "balanced"}
+    alone = space.decode(params)
+    assert alone.method == "Single-Edge" and alone.sync == 1 and alone.shares[0].channels == 1.0
+
+
+def test_split_rows_keeps_order_and_batches():
+    batches = [token_inputs(batch=3, seed=1), token_inputs(batch=4, seed=2)]
+    fit, rest = split_rows(batches, 5)
+    assert [len(b["input_ids"]) for b in fit] == [3, 2] and [len(b["input_ids"]) for b in rest] == [2]
+    torch.testing.assert_close(rest[0]["input_ids"], batches[1]["input_ids"][2:])
+
+
+@pytest.mark.parametrize("estimate", ["refit", "warm-start"])
+def test_calibration_aware_degradation_recovers_what_a_refit_can(canonical, estimate):
+    """On its own fit texts the refit can only bring the student closer; an exact split stays exact."""
+    rows = [token_inputs(batch=8, length=9, seed=s) for s in (1, 2)]
+    config = SearchConfig(texts=16, fit_texts=8, degradation=estimate, **WORKLOAD)
+    evaluator = Evaluator(canonical, rows, tiny_fleet(canonical), config)
+    evaluator.batches, evaluator.targets = evaluator.fit, [evaluator.teacher(b).output for b in evaluator.fit]  # measure where it fits
+    shares = tuple(DeviceShare(name=f"dev{k}", heads=1, neurons=1) for k in range(2))
+    raw, refitted = evaluator.degradation(evaluator.policy(Candidate(shares, 1.0, 0, "balanced")))
+    assert refitted < raw
+    exact = evaluator.degradation(evaluator.policy(Candidate(shares, 1.0, 1, "balanced")))
+    assert max(exact) < 1e-3
+    single = evaluator.degradation(evaluator.policy(Candidate(shares[:1], 0.5, 1, "balanced")))
+    assert single[1] < single[0]  # no merge: the read-out of the last state is refitted instead

@@ -11,8 +11,8 @@ import pandas as pd
 
 from coformer.search.evaluate import SEARCH_METRICS
 
-LEADING = ["trial", "experiment", "trial_id", "devices", "keep", "sync", "dealing"]
-RESULTS = ["latency_ms", "degradation", "objective", "feasible", "reason", "overflow_device", "overflow_mib"]
+LEADING = ["trial", "experiment", "trial_id", "method", "devices", "keep", "sync", "dealing"]
+RESULTS = ["latency_ms", "degradation", "degradation_uncalibrated", "objective", "feasible", "reason", "overflow_device", "overflow_mib"]
 
 
 def objective(latency_ms, degradation, lam: float | None):
@@ -38,7 +38,9 @@ def trials_table(rows: list[dict], lam: float | None) -> pd.DataFrame:
     for i, row in enumerate(rows):
         records.append({"trial": i, **flatten(row["params"]), **{k: v for k, v in row.items() if k != "params"}})
     table = pd.DataFrame.from_records(records)
-    for column, default in (("feasible", False), ("reason", ""), ("overflow_device", ""), ("latency_ms", np.nan), ("degradation", np.nan)):
+    defaults = {"feasible": False, "reason": "", "method": "", "overflow_device": "", "overflow_mib": 0.0}
+    defaults |= {"latency_ms": np.nan, "degradation": np.nan, "degradation_uncalibrated": np.nan}
+    for column, default in defaults.items():
         if column not in table:
             table[column] = default
     table["feasible"] = table["feasible"].fillna(False).astype(bool)

@@ -47,13 +47,27 @@ def summarise(table: pd.DataFrame, front: pd.DataFrame, chosen: int, baseline: d
         "chosen_degradation": row["degradation"],
         "chosen_objective": row["objective"],
         "chosen_devices": row["devices"],
+        "chosen_method": row["method"],
         "chosen_sync": int(row["sync"]),
         "chosen_keep": float(row["keep"]),
+        "chosen_degradation_uncalibrated": row["degradation_uncalibrated"],
+        "degradation_estimate": config.degradation,
         "heuristic_latency_ms": baseline["latency_ms"],
         "heuristic_degradation": baseline["degradation"],
         "heuristic_objective": objective(baseline["latency_ms"], baseline["degradation"], config.lam),
+        **best_per_method(table, config.lam),
         "seconds": seconds,
     }
+
+
+def best_per_method(table: pd.DataFrame, lam: float | None) -> dict:
+    """``best_objective.<method>``: how the best Single-Edge, Distri-Edge and Aggregate-Edge trials
+    compare (NaN for a method no feasible trial tried), so a report can say whether splitting paid."""
+    best = {}
+    for name in ("Single-Edge", "Distri-Edge", "Aggregate-Edge"):
+        rows = table[table["feasible"] & (table["method"] == name)]
+        best[f"best_objective.{name}"] = rows["objective"].min() if lam is not None and len(rows) else float("nan")
+    return best
 
 
 def run_search(
@@ -77,7 +91,7 @@ def run_search(
     out = Path(out).resolve()
     check_fleet(canonical, fleet, config)
     space = SearchSpace(fleet, shape_of(canonical), config)
-    evaluator = Evaluator(canonical, batches, fleet, config.workload(), config.importance)
+    evaluator = Evaluator(canonical, batches, fleet, config)
     baseline = evaluator.evaluate(heuristic(space, evaluator))
     rows = run_trials(space, evaluator, out / "ray", fresh, on_change, progress)
     table = trials_table(rows, config.lam)

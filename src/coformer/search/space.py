@@ -40,6 +40,27 @@ class Candidate:
     def names(self) -> list[str]:
         return [s.name for s in self.shares]
 
+    @property
+    def method(self) -> str:
+        return method(len(self.shares), self.sync)
+
+
+METHODS = {  # the CoFormer paper's names for what a policy is (DESIGN section 7)
+    "Single-Edge": "compressed single model",
+    "Distri-Edge": "tensor parallelism (s = 1)",
+    "Aggregate-Edge": "CoFormer: own streams, aggregated once (s = 0)",
+    "Aggregate-Edge/s=k": "own streams merged every k blocks",
+}
+
+
+def method(devices: int, sync: int) -> str:
+    """The method a policy amounts to: one device is a compressed single model, whatever its s."""
+    if devices == 1:
+        return "Single-Edge"
+    if sync == 1:
+        return "Distri-Edge"
+    return "Aggregate-Edge" if sync == 0 else f"Aggregate-Edge/s={sync}"
+
 
 def kept_units(keep: float, size: int) -> int:
     """How many units of a block a kept fraction leaves (as ``build_policy`` counts them)."""
@@ -86,7 +107,15 @@ class SearchSpace:
                 continue
             channels = 1.0 if sync == 1 else float(p["channels"])
             shares.append(DeviceShare(name=name, heads=p["heads"], neurons=p["neurons"], channels=channels))
-        return Candidate(tuple(self.holding_units(shares, keep)), keep, sync, str(params["dealing"]))
+        return self.candidate(shares, keep, sync, str(params["dealing"]))
+
+    def candidate(self, shares: list[DeviceShare], keep: float, sync: int, dealing: str) -> Candidate:
+        """The devices that hold units; one of them alone is a compressed single model: no merge,
+        the full stream (as ``Policy`` makes it), so its s and channels are not left to chance."""
+        shares = self.holding_units(shares, keep)
+        if len(shares) == 1:
+            shares, sync = [shares[0].model_copy(update={"channels": 1.0})], 1
+        return Candidate(tuple(shares), keep, sync, dealing)
 
     def holding_units(self, shares: list[DeviceShare], keep: float) -> list[DeviceShare]:
         """The shares whose devices ``build_policy`` would give at least one unit in some block."""
@@ -104,11 +133,11 @@ class SearchSpace:
             for d in self.fleet.devices
             if d.name in names
         ]
-        return Candidate(tuple(self.holding_units(shares, keep)), keep, sync, "balanced")
+        return self.candidate(shares, keep, sync, "balanced")
 
     def proportional(self, names: list[str]) -> Candidate:
         """The heuristic: shares proportional to device speed, s = 0, rho = 1, full streams."""
         shares = [
             DeviceShare(name=d.name, heads=d.matmul_flops, neurons=d.matmul_flops) for d in self.fleet.devices if d.name in names
         ]
-        return Candidate(tuple(self.holding_units(shares, 1.0)), 1.0, 0, "balanced")
+        return self.candidate(shares, 1.0, 0, "balanced")

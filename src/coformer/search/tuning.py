@@ -10,6 +10,7 @@ what the stored trials depend on (space, fleet, model shape); they never mix wit
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -34,25 +35,30 @@ RAY_KEYS = {*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag"}  # what Tun
 
 
 @contextmanager
-def ray_session(num_cpus: int):
-    """A quiet local Ray for the duration of the block, unless one is running already."""
+def ray_session(num_cpus: int, address: str | None = None):
+    """A quiet Ray for the duration of the block, unless one is running already: the cluster at
+    ``address`` (else at ``RAY_ADDRESS``), or a local Ray of ``num_cpus`` CPUs started here.
+
+    On a cluster every trial takes one CPU wherever Ray places it: what it needs (model, batches,
+    teacher outputs) reaches it through the object store (``tune.with_parameters``), and it reports
+    its metrics back to this driver, which alone writes the trial store.
+    """
     if ray.is_initialized():
         yield
         return
-    temp = tempfile.mkdtemp(prefix="cfray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    address = address or os.environ.get("RAY_ADDRESS")
+    temp = None if address else tempfile.mkdtemp(prefix="cfray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
     try:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="ERROR",
-            _temp_dir=temp,
-        )
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, _temp_dir=temp, **quiet)
         yield
     finally:
         ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 class TrialProgress(tune.Callback):
@@ -167,7 +173,7 @@ def run_trials(
     trainable = tune.with_parameters(trial, space=space, evaluator=evaluator)
     experiments = sorted(p for p in storage.glob(f"{config.sampler}-*") if tune.Tuner.can_restore(p))
     rows: list[dict] = []
-    with ray_session(config.concurrency):
+    with ray_session(config.concurrency, config.ray_address):
         for path in experiments:
             tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=True)
             rows += collect(tuner.fit(), path.name)
