@@ -9,7 +9,10 @@ equals the executor's:
   that returns the stream (exact, the slow mode).
 
 A node that fails is left out of the rest of the pass: ``fail_fast`` answers 503 naming it,
-``degraded`` merges the streams (or partial sums) that came and lists the missing nodes.
+``degraded`` merges the streams (or partial sums) that came and lists the missing nodes. At most
+``max_inflight`` passes run on the nodes at once: the others queue here, so a node's timeout
+measures the node and not the queue in front of it (and fail_fast answers at once while a node is
+known to be down, without queueing).
 
 Notation: N nodes, B batch, T tokens, d hidden width, w_k node k's width.
 """
@@ -74,6 +77,7 @@ class AggregatorRuntime:
         self.clients = [NodeClient(n, deployment.nodes[n], deployment, token, observer, transports.get(n)) for n in names]
         self.segments = segments(configs[0].num_layers, policy.sync)
         self.background: set[asyncio.Task] = set()
+        self.admission = asyncio.Semaphore(deployment.max_inflight)
 
     @property
     def config(self) -> SubModelConfig:
@@ -84,6 +88,17 @@ class AggregatorRuntime:
     ) -> Forwarded:
         """Run the pass on the nodes and apply the head; ``tail`` keeps the last positions only."""
         check_inputs(inputs, self.config, self.deployment.limits, past)
+        self._fail_fast()
+        async with self.admission:
+            self._fail_fast()  # a node may have failed while this request queued
+            return await self._pass(inputs, request_id, session, past, reset, tail)
+
+    def _fail_fast(self) -> None:
+        down = [c.name for c in self.clients if c.down]
+        if down and self.deployment.failure_mode == "fail_fast":
+            raise NodeUnavailable(down, f"failed less than down_s={self.deployment.down_s} s ago")
+
+    async def _pass(self, inputs, request_id: str, session: str | None, past: int, reset: bool, tail: int) -> Forwarded:
         p = Pass(uuid.uuid4().hex, request_id, [True] * len(self.clients))
         base = {"run": p.run, "session": session, "past": past, "reset": reset}
         try:
@@ -145,7 +160,7 @@ class AggregatorRuntime:
 
     async def _call(self, k: int, tensors, meta: dict, request_id: str) -> torch.Tensor | None:
         client = self.clients[k]
-        if client.down:
+        if client.down:  # degraded mode: leave it out without waiting for it
             raise NodeUnavailable([client.name], f"failed less than down_s={self.deployment.down_s} s ago")
         return await client.step(tensors, meta, request_id)
 

@@ -51,6 +51,7 @@ class Deployment(Settings):
     retries: int = Field(2, ge=0)  # extra attempts after a refused connection or a node answering 503
     backoff_s: float = Field(0.05, ge=0)  # wait before the first retry, doubling each time
     down_s: float = Field(1.0, ge=0)  # a failed node is skipped this long, then tried again
+    max_inflight: int = Field(4, ge=1)  # forward passes on the nodes at once; more wait at the aggregator, outside timeout_s
     failure_mode: FailureMode = "fail_fast"  # fail_fast: 503 naming the node; degraded: merge the streams that came
     wire_dtype: WireDtype = "float32"  # tensors between aggregator and nodes: float32 exact, float16/bfloat16 half the bytes
     session_idle_s: float = Field(300.0, gt=0)  # a generation session unused this long is freed everywhere
