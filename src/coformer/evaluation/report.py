@@ -130,6 +130,13 @@ def markdown(metrics: dict, rows: list[dict], config: EvaluateConfig) -> str:
             f"Single-Edge against Aggregate-Edge at the same budget: cosine {fmt(s.get('cosine'), '.3f')} vs {fmt(a.get('cosine'), '.3f')}, "
             f"batch-{max(config.batch_sizes)} latency {fmt(s.get(f'latency_ms_b{max(config.batch_sizes)}'))} vs {fmt(a.get(f'latency_ms_b{max(config.batch_sizes)}'))} ms."
         )
+    if "coformer-gateway" in methods and "aggregate-edge" in methods:
+        g, a, b = methods["coformer-gateway"], methods["aggregate-edge"], max(config.batch_sizes)
+        lines.append(
+            f"Embedding at a gateway (the way under 0.6x): parameters per device {fmt(a.get('param_ratio'), '.2f')}x -> "
+            f"{fmt(g.get('param_ratio'), '.2f')}x of the full model, batch-{b} latency {fmt(a.get(f'latency_ms_b{b}'))} -> "
+            f"{fmt(g.get(f'latency_ms_b{b}'))} ms (the gateway shares the first device's core), quality unchanged (same weights, fp32 wire)."
+        )
     paper = metrics["paper"]
     lines += [
         "",

@@ -47,7 +47,8 @@ def run_evaluation(
     work: str | Path | None = None,
     console: Console | None = None,
 ) -> dict:
-    """Evaluate every method; see the module docstring for what is written to ``out``.
+    """Evaluate every method; see the module docstring for what is written to ``out``. Returns
+    what metrics.json holds plus ``series``, the rows of methods.csv.
 
     ``loaded``: the teacher (``coformer.loading.load_model``); ``calibrated``: the calibrate stage's
     folder (None: no searched row); ``fleet``: fleet file or catalog name; ``texts`` / ``pairs``:
@@ -110,7 +111,7 @@ def run_evaluation(
         phases["prediction"] = time.time() - started - sum(phases.values())
         metrics["seconds"], metrics["phase_seconds"] = time.time() - started, phases
         write_outputs(out, metrics, rows, memory_rows(runs), methods, config)
-    return metrics
+    return metrics | {"series": rows}
 
 
 def method_quality(methods: list[Method], teacher, tokenizer, held, pairs, max_length: int) -> dict[str, dict]:

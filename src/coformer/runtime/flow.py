@@ -103,8 +103,11 @@ def streams(role: Role, wire: Wire, run: DeviceRun | None) -> torch.Tensor | Non
         exports = [export if r == 0 else wire.recv(r) for r in ranks]
         merged = role.aggregator.merge(point, exports)  # (B, T, d)
         if not last:
-            for r, channels in zip(ranks, role.aggregator.scatter(merged)):
-                run.receive(channels) if r == 0 else wire.send(channels, r)
+            for r, channels in zip(ranks, role.aggregator.scatter(merged)):  # (B, T, w_k) each
+                if r == 0:
+                    run.receive(channels)
+                else:
+                    wire.send(channels, r)
     return merged
 
 
