@@ -90,8 +90,8 @@ async def clients(url: str, n: int, seconds: float, rows, on_answer=None) -> lis
                 try:
                     r = await client.post(f"{url}/embed", json={"input_ids": rows})
                     status, body = r.status_code, (r.json() if r.headers.get("content-type", "").startswith("application/json") else None)
-                except httpx.HTTPError:
-                    status, body = 0, None
+                except httpx.HTTPError as e:
+                    status, body = 0, {"error": f"client: {type(e).__name__} {e}"}
                 results.append((now - began, time.perf_counter() - now, status, body))
 
         await asyncio.gather(*(one() for _ in range(n)))

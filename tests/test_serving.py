@@ -133,3 +133,19 @@ def test_validation_names_the_limit_and_leaves_no_session(tmp_path):
     with pytest.raises(RequestError, match=r"input_ids must lie in \[0, 100\)"):
         run(frontend.generate(None, [[1, 500]], 2, Sampling(), None, None, False, "r"))
     assert not frontend.sessions.open and all(not n.runtime.sessions and not n.runtime.runs for n in nodes.values())
+
+
+def test_idle_sessions_are_freed_on_the_aggregator_and_every_node(tmp_path):
+    folder, _ = saved_student(tmp_path, "gpt2", 0)
+    runtime, nodes = in_process_fleet(folder, session_idle_s=0.01)
+    frontend = Frontend(runtime)
+
+    async def scenario():
+        kept = await frontend.generate(None, [[1, 2, 3]], 2, Sampling(), None, None, True, "r")
+        assert all(kept.session in n.runtime.sessions for n in nodes.values())
+        await asyncio.sleep(0.05)
+        await frontend.sessions.expire()
+        return kept.session
+
+    session = run(scenario())
+    assert session not in frontend.sessions.open and all(not n.runtime.sessions for n in nodes.values())
