@@ -87,11 +87,14 @@ class StageProgress(TQDMProgressBar):
         super().__init__()
         self.label = label
 
+    @property
+    def train_description(self) -> str:
+        return self.label
+
     def on_train_start(self, trainer, *_) -> None:
         self.train_progress_bar = self.init_train_tqdm()
         self.train_progress_bar.reset(total=trainer.max_steps)
         self.train_progress_bar.initial = trainer.global_step
-        self.train_progress_bar.set_description(self.label)
 
     def on_train_epoch_start(self, *_) -> None:
         return None
