@@ -1,7 +1,8 @@
 """DeBo stage 1: search decomposition policies for a fleet with Ray Tune and Optuna.
 
 Minimise ``T(pi) + lambda * D(pi)`` subject to ``M_k(pi) <= Mem_k``: ``T`` and ``M_k`` from the
-cost model, ``D`` measured on a calibration batch through the reference executor.
+cost model, ``D`` measured through the reference executor after a closed-form refit, an estimate
+of what calibration will restore (``refit.py``; the uncalibrated ``D`` is reported beside it).
 
 Names are imported on first use, so ``coformer.search.config`` (read by the CLI at start-up)
 does not pull in Ray and Optuna.

@@ -5,8 +5,8 @@ milliseconds and ``D`` the degradation (``1 - mean cosine`` for embeddings, mean
 LMs and classifiers) estimated after calibration (``degradation``, see ``refit.py``), so
 ``lambda`` is in milliseconds per unit of degradation. The default workload is the default fleet's
 case, a batch of 16 documents of 128 tokens embedded by CPU boards: about 1 s on one Pi 5 and
-0.4 s split over the fleet at s = 0, while the refitted D of sensible policies spans 0.1-0.4, so
-the default 2000 (0.01 of D worth 20 ms) lets both terms matter.
+0.4 s split over the fleet at s = 0, while the refitted D of sensible policies spans 0.2-0.5, so
+the default 1000 (0.01 of D worth 10 ms) lets both terms matter.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class SearchConfig(BaseModel):
     concurrency: int = Field(default=1, ge=1)  # trials running at once
     seed: int = 0  # seeds the sampler; same seed + concurrency 1 = same trials
     sampler: Literal["tpe", "random"] = "tpe"  # tpe: Optuna's multi-objective TPE; random: the baseline
-    lam: float | None = Field(default=2000.0, ge=0, alias="lambda")  # ms per unit of D; null = knee of the front
+    lam: float | None = Field(default=1000.0, ge=0, alias="lambda")  # ms per unit of D; null = knee of the front
     sync: list[int] = Field(default=[0, 1, 2, 3], min_length=1)  # sync intervals s the search may pick
     keep_min: float = Field(default=0.5, gt=0, le=1)  # lowest kept fraction rho of heads and neurons
     channels_min: float = Field(default=0.5, gt=0, le=1)  # narrowest residual stream, as a fraction of d
