@@ -70,8 +70,11 @@ class TrialProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         r = trial.last_result or {}
-        what = f"T={r['latency_ms']:.2f} ms D={r['degradation']:.4f}" if r.get("feasible") else r.get("reason", "error")
-        print(f"trial {self.done}/{self.total} [{r.get('devices', '')} s={trial.config.get('sync')}]: {what}", file=sys.stderr, flush=True)
+        what = r.get("reason", "error")
+        if r.get("feasible"):
+            what = f"T={r['latency_ms']:.2f} ms D={r['degradation']:.4f} (uncalibrated {r['degradation_uncalibrated']:.4f})"
+        where = f"{r.get('method', '')} on {r.get('devices', '')}, s={r.get('sync', trial.config.get('sync'))}"
+        print(f"trial {self.done}/{self.total} [{where}]: {what}", file=sys.stderr, flush=True)
 
 
 def trial(params: dict, space: SearchSpace, evaluator: Evaluator) -> None:
