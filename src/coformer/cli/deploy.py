@@ -19,7 +19,7 @@ def deploy_command(
     local: bool = typer.Option(False, "--local", help="start every node and the aggregator on this machine"),
     artifacts: Path = typer.Option(Path("outputs/calibrate"), help="calibrated (or decomposed) folder with policy.json, devices/, aggregator/"),
     deployment: Path = typer.Option(None, help="deployment file (node URLs, token, timeouts, failure mode, wire dtype)"),
-    model: str = typer.Option(DEFAULT_MODEL, help="where the tokenizer / image processor comes from"),
+    model: str = typer.Option(DEFAULT_MODEL, help="the model the artifacts were made from (its tokenizer / image processor)"),
     port: int = typer.Option(3000, help="the aggregator's port"),
     api_token: str = typer.Option(None, envvar="COFORMER_API_TOKEN", help="token the public API requires (default: none)"),
     failure_mode: str = typer.Option(None, help="fail_fast | degraded (overrides the file)"),

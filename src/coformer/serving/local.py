@@ -105,11 +105,11 @@ class LocalDeployment:
                 time.sleep(0.2)
 
     def stop(self, *names: str) -> None:
-        """SIGTERM the process group of each service (all at once), SIGKILL what is left after 5 s."""
+        """SIGTERM the process group of each service (all at once), SIGKILL what is left after 3 s."""
         running = [s for s in (self.services[n] for n in names or list(self.services)) if s.process is not None]
         for s in running:
             _signal(s.process, signal.SIGTERM)  # the whole group: bentoml's workers too
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 3.0
         for s in running:
             try:
                 s.process.wait(max(0.1, deadline - time.monotonic()))

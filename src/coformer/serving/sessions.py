@@ -69,6 +69,8 @@ class Sessions:
 
     def start(self, tokens: torch.Tensor, mask: torch.Tensor, seed: int | None, session_id: str | None = None) -> Session:
         limit = self.runtime.deployment.limits.max_sessions
+        if session_id in self.open:
+            raise RequestError(f"session {session_id!r} is already open; continue it without a prompt, or close it first", status=409)
         if len(self.open) >= limit:
             raise RequestError(f"{limit} generation sessions are open (limits.max_sessions); close one or retry later", status=429)
         generator = torch.Generator()
