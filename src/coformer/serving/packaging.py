@@ -32,7 +32,7 @@ def package(calibrated_folder: str | Path, out_folder: str | Path, config: Packa
     """Store and build; returns (and writes to ``out_folder/package.json``) the tags and sizes.
 
     ``model`` (``base.model``) provides the tokenizer when ``config.processor`` is None."""
-    calibrated, out = Path(calibrated_folder), Path(out_folder)
+    calibrated, out = Path(calibrated_folder).resolve(), Path(out_folder).resolve()  # bentoml build runs in the staging folder
     policy, configs = policy_and_configs(calibrated)  # fails early, naming what is missing
     if config.bentoml_home:
         os.environ["BENTOML_HOME"] = str(Path(config.bentoml_home).resolve())
