@@ -45,6 +45,7 @@ class CoFormerAggregator:
         async def checked():
             if self.settings.api_token:
                 check_token(ctx.request.headers.get("authorization"), self.settings.api_token, "the aggregator API")
+            self.frontend.check_body(int(ctx.request.headers.get("content-length") or 0))
             return await call(rid)
 
         ctx.response.headers["x-request-id"] = rid

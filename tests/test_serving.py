@@ -4,16 +4,23 @@ nodes (equal to the executor), generation sessions, failure modes and KV-cache r
 from __future__ import annotations
 
 import asyncio
+import pickle
 
 import pytest
 import torch
 from conftest import token_inputs
-from serving_fleet import greedy, in_process_fleet, saved_student
+from serving_fleet import MODELS, greedy, in_process_fleet, saved_student
 from torch.testing import assert_close
 
+from coformer.adapters import canonicalize
+from coformer.errors import CoFormerError
+from coformer.fleet import ModelDims
 from coformer.serving import wire
+from coformer.serving.artifacts import policy_and_configs
+from coformer.serving.config import Deployment
 from coformer.serving.errors import NodeUnavailable, RequestError, Unauthorized
 from coformer.serving.frontend import Frontend
+from coformer.serving.profiling import dims_of
 from coformer.serving.security import check_token
 from coformer.serving.sessions import Sampling
 
@@ -35,8 +42,6 @@ def test_wire_refuses_oversized_and_foreign_bodies():
     with pytest.raises(RequestError, match="max_body_bytes=100") as e:
         wire.decode(wire.encode({"x": torch.zeros(100)}), 100)
     assert e.value.status == 413
-    import pickle
-
     with pytest.raises(RequestError, match="not a safetensors message"):
         wire.decode(pickle.dumps({"x": [1, 2]}), 10**6)
 
@@ -149,3 +154,19 @@ def test_idle_sessions_are_freed_on_the_aggregator_and_every_node(tmp_path):
 
     session = run(scenario())
     assert session not in frontend.sessions.open and all(not n.runtime.sessions for n in nodes.values())
+
+
+def test_deployment_file_round_trips_and_refuses_unknown_keys(tmp_path):
+    site = Deployment(nodes={"d0": "http://10.0.0.11:3000"}, failure_mode="degraded", wire_dtype="float16", limits={"max_batch": 4})
+    assert Deployment.load(site.save(tmp_path / "site.yaml")) == site
+    (tmp_path / "bad.yaml").write_text("nodes: {}\nfailure: degraded\n")
+    with pytest.raises(CoFormerError, match="failure"):
+        Deployment.load(tmp_path / "bad.yaml")
+
+
+def test_node_profile_measures_at_the_original_shapes(tmp_path):
+    folder, _ = saved_student(tmp_path, "gpt2", 0)
+    policy, configs = policy_and_configs(folder)
+    got, want = dims_of(configs[1], policy.shape), ModelDims.from_canonical(canonicalize(MODELS["gpt2"]()))
+    fields = ("num_layers", "num_heads", "head_dim", "ffn_size", "hidden_size", "vocab_size", "max_positions", "embedding", "causal")
+    assert [getattr(got, f) for f in fields] == [getattr(want, f) for f in fields]

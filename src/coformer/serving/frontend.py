@@ -73,6 +73,10 @@ class Frontend:
             await self.sessions.expire()
 
     # --- inputs ---------------------------------------------------------------------------------
+    def check_body(self, length: int) -> None:
+        if length > self.limits.max_body_bytes:
+            raise RequestError(f"body of {length} bytes exceeds limits.max_body_bytes={self.limits.max_body_bytes}", status=413)
+
     def tokens(self, texts: list[str] | None, input_ids: list[list[int]] | None, left: bool = False) -> dict[str, torch.Tensor]:
         """(B, T) ids and mask from texts or id lists, padded on the left for generation."""
         if (texts is None) == (input_ids is None):
