@@ -14,7 +14,7 @@ from coformer.tracking import log_outputs, stage_run
 
 
 def token_lengths(tokenizer, texts: list[str]) -> np.ndarray:
-    return np.array([len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]) if texts else np.zeros(0)
+    return np.array([len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]) if texts else np.zeros(0)
 
 
 def statistics(prepared: Prepared, tokenizer, max_length: int) -> dict[str, float]:
