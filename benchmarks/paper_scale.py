@@ -18,9 +18,9 @@ import argparse
 import torch
 from rich.console import Console
 
-from coformer.cli.predict import memory_rich_table, regime_table
 from coformer.fleet import ModelDims, Workload, load_fleet
 from coformer.fleet.compare import compare_regimes, memory_table
+from coformer.fleet.tables import memory_rich_table, regime_table
 
 console = Console(width=140)
 
