@@ -11,7 +11,7 @@ from pathlib import Path
 from coformer.calibrate import CalibrationData, calibrate, load_student
 from coformer.calibrate.student import AGGREGATOR, DEVICES, POLICY
 from coformer.data.prepared import Prepared
-from coformer.evaluation.quality import quality
+from coformer.evaluation.quality import BY_DEFINITION, quality
 from coformer.executor import Teacher
 from coformer.loading import load_model
 from coformer.params import Params
@@ -60,9 +60,8 @@ def run(params: Params, prepared: Path | None, decomposed: Path, out: Path) -> d
     pairs = prepared.pairs if canonical.head.config.pooling != "none" else []
     with stage_run(params, "calibrate") as run:
         metrics = prefixed("before", quality(teacher, student, processor, held, pairs, eval_length))
-        if pairs:
-            recall = quality(teacher, teacher, processor, held, pairs, eval_length)
-            metrics |= prefixed("teacher", {k: v for k, v in recall.items() if k.startswith("recall")})
+        own = quality(teacher, teacher, processor, held, pairs, eval_length)  # recall, LM perplexity: the reference
+        metrics |= prefixed("teacher", {k: v for k, v in own.items() if k not in BY_DEFINITION})
         print(f"calibrate: {len(student.submodels)} sub-models (s={policy.sync}), {len(prepared.splits['calibration'])} inputs, "
               f"before {metrics}", flush=True)  # fmt: skip
         start = time.time()
