@@ -158,7 +158,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed requests for (a)")
     parser.add_argument("--load-batch", type=int, default=1, help="sequences per request in (b) and (c)")
     parser.add_argument("--load-tokens", type=int, default=128, help="tokens per sequence in (b) and (c)")
-    parser.add_argument("--timeout", type=float, default=2.0, help="per-node timeout_s in (c)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="per-node timeout_s in (c)")
+    parser.add_argument("--modes", nargs="+", default=["degraded", "fail_fast"], choices=["degraded", "fail_fast"], help="failure modes run in (c)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "load", "failure"])
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -179,7 +180,7 @@ def main() -> None:
             with torch.inference_mode():
                 inputs = {"input_ids": torch.tensor(rows), "attention_mask": torch.ones(len(rows), len(rows[0]), dtype=torch.long)}
                 teacher = Teacher(minilm.canonical.body, minilm.canonical.head)(inputs).output
-            for mode in ("degraded", "fail_fast"):
+            for mode in args.modes:
                 failure(artifacts, scratch, mode, args.failure_seconds, args.grace, rows, teacher, args.timeout)
 
 
