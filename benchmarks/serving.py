@@ -141,12 +141,17 @@ def failure(artifacts: Path, scratch: Path, mode: str, seconds: float, grace: fl
     back = min((r[0] for r in results if r[0] > outage[1] and r[2] == 200), default=None)  # the node loads for a while
     after = [r for r in results if back is not None and r[0] >= back]
     slow = [r for r in during if r[2] != 200 and r[1] > timeout_s]
-    recovery = "NOT recovered" if back is None or any(r[2] != 200 for r in after) else f"recovered {back - outage[1]:.0f} s after the restart"
+    last_failure = max((r[0] for r in after if r[2] != 200), default=back)  # a starting node may flap for a moment
+    steady = [r for r in after if r[0] > (last_failure or 0)]
+    recovery = "NOT recovered" if back is None or not steady else f"first answer {back - outage[1]:.0f} s and steady {last_failure - outage[1]:.0f} s after the restart"
     print(f"(c) fail_fast, {victim} down {outage[0]:.0f}-{outage[1]:.0f} s: before {sum(r[2] == 200 for r in before)}/{len(before)} ok; "
           f"during {sum(r[2] == 503 for r in during)} x 503, {sum(r[2] not in (200, 503) for r in during)} other errors, slowest "
           f"{max((r[1] for r in during if r[2] != 200), default=0):.2f} s ({len(slow)} over timeout_s={timeout_s}; queued before the kill: slowest "
           f"{max((r[1] for r in failed if r[0] <= outage[0] + timeout_s), default=0):.2f} s); after it {sum(r[2] == 200 for r in after)}/{len(after)} ok, "
           f"{recovery}", flush=True)
+    late = sorted({f"{r[2]} at {r[0]:.0f} s: {(r[3] or {}).get('error', '')[:160]}" for r in after if r[2] != 200})
+    if late:
+        print("    failures after the node came back: " + " | ".join(late[:5]), flush=True)
 
 
 def main() -> None:
