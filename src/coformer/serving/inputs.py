@@ -17,11 +17,11 @@ IMAGE_KEYS = {"pixel_values"}
 
 def check_inputs(inputs: dict[str, torch.Tensor], config: SubModelConfig, limits: Limits, past: int = 0) -> None:
     """Raise a ``RequestError`` naming the limit for anything a sub-model cannot or must not run."""
-    allowed = IMAGE_KEYS if config.embedding == "vit" else TOKEN_KEYS
+    allowed = IMAGE_KEYS if config.input_kind == "pixels" else TOKEN_KEYS
     unknown = set(inputs) - allowed
     if unknown:
         raise RequestError(f"inputs {sorted(unknown)} are not taken by a {config.embedding} model; send {sorted(allowed)}")
-    if config.embedding == "vit":
+    if config.input_kind == "pixels":
         _check_pixels(inputs.get("pixel_values"), config, limits)
     else:
         _check_tokens(inputs, config, limits, past)
@@ -42,9 +42,9 @@ def _check_tokens(inputs: dict[str, torch.Tensor], config: SubModelConfig, limit
     B, T = ids.shape
     _check_batch(B, limits)
     total = past + T
-    longest = min(limits.max_seq_len, config.max_positions or limits.max_seq_len)
+    longest = min(limits.max_seq_len, config.max_tokens or limits.max_seq_len)
     if total > longest:
-        raise RequestError(f"sequence of {total} tokens exceeds max_seq_len={longest} (limits.max_seq_len={limits.max_seq_len}, model positions {config.max_positions})", status=413)
+        raise RequestError(f"sequence of {total} tokens exceeds max_seq_len={longest} (limits.max_seq_len={limits.max_seq_len}, model positions {config.max_tokens})", status=413)
     _check_range(ids, config.vocab_size, "input_ids", "the vocabulary size")
     mask = inputs.get("attention_mask")
     if mask is not None and (tuple(mask.shape) != (B, total) or mask.is_floating_point()):

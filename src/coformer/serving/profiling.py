@@ -15,6 +15,7 @@ def dims_of(config: SubModelConfig, shape: ModelShape) -> ModelDims:
         hidden_size=shape.hidden_size, vocab_size=config.vocab_size, max_positions=config.max_positions,
         type_vocab_size=config.type_vocab_size, embedding=config.embedding, causal=config.causal,
         image_size=config.image_size, patch_size=config.patch_size, num_channels=config.num_channels,
+        pre_norm=config.norm_position == "pre", qkv_bias=config.qkv_bias, class_tokens=config.class_tokens,
     )
 
 

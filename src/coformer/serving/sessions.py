@@ -95,7 +95,7 @@ class Sessions:
             await self.close(sid, request_id)
 
     def check_room(self, length: int, new_tokens: int) -> None:
-        longest = min(self.runtime.deployment.limits.max_seq_len, self.runtime.config.max_positions)
+        longest = min(self.runtime.deployment.limits.max_seq_len, self.runtime.config.max_tokens or self.runtime.deployment.limits.max_seq_len)
         if length + new_tokens > longest:
             raise RequestError(f"{length} tokens + {new_tokens} new exceed max_seq_len={longest} (limits or model positions); ask for fewer tokens", status=413)
 
