@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from coformer.data.prepared import Prepared, prepare_data
+from coformer.data.prepared import Prepared
 from coformer.loading import load_model
 from coformer.params import Params
+from coformer.stages.inputs import read_prepared
 from coformer.tracking import log_outputs, stage_run
 
 
@@ -43,10 +44,7 @@ def run(params: Params, out: Path, metrics: Path) -> dict:
     config = loaded.canonical.config
     with stage_run(params, "prepare"):
         print(f"prepare: reading {data.source!r} for {loaded.name} ({config.input_kind})", flush=True)
-        prepared = prepare_data(
-            config.input_kind, data.source, data.text_field, params.base.seed, data.calibration_limit, data.eval_limit,
-            config.image_size or 224,
-        )
+        prepared = read_prepared(None, params, config)
         files = prepared.save(out)
         stats = statistics(prepared, loaded.processor, data.max_length)
         metrics.parent.mkdir(parents=True, exist_ok=True)
