@@ -46,7 +46,7 @@ class CalibrationConfig(BaseModel):
     accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu, cuda, mps, auto
     strategy: str = "auto"  # Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...
     devices: int | str = 1  # Lightning devices: a count, "auto", or a list string such as "0,1"
-    precision: str = "bf16-mixed"  # Lightning precision: bf16-mixed (1.14x on a CPU with AVX512-BF16), 32-true elsewhere, 16-mixed
+    precision: str = "auto"  # Lightning precision, or auto: bf16-mixed where the hardware has fast bf16, else 32-true
     threads: int = Field(default=0, ge=0)  # torch CPU threads per process (0: leave torch's default, every core)
     checkpoint_every: int = Field(default=50, ge=0)  # steps between Lightning resume checkpoints (0: none)
     log_every: int = Field(default=5, ge=1)  # steps between logged losses
