@@ -21,23 +21,18 @@ import os
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from coformer.calibrate import CalibrationConfig
 from coformer.data import load_pairs, load_texts
-from coformer.evaluation import EvaluateConfig, run_evaluation
+from coformer.evaluation import run_evaluation
 from coformer.evaluation.methods import PAPER
 from coformer.evaluation.summary import series_key
 from coformer.loading import load_model
+from coformer.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console(width=200)
-
-
-def overrides(pairs: list[str]) -> dict:
-    return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
 
 
 def methods_table(metrics: dict) -> Table:
@@ -93,19 +88,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    config = EvaluateConfig.parse({**(params.get("evaluate") or {}), **overrides(args.set)})
-    recipe = CalibrationConfig.parse({k: v for k, v in (params.get("calibrate") or {}).items() if k in CalibrationConfig.model_fields})
+    params = load_params(ROOT / "params.yaml", [f"evaluate.{pair}" for pair in args.set])
+    config, recipe = params.evaluate, params.calibrate
     calibrated = args.calibrated or next((p for p in [ROOT / "outputs" / "calibrate"] if (p / "aggregator").is_dir()), None)
     profile = args.profile or next((p for p in [ROOT / "outputs" / "profile" / "device.json"] if p.is_file()), None)
-    loaded = load_model(params["base"]["model"])
-    texts, pairs = load_texts("builtin", "evaluation", seed=params["base"]["seed"]), load_pairs("evaluation")
+    loaded = load_model(params.base.model)
+    texts, pairs = load_texts("builtin", "evaluation", seed=params.base.seed), load_pairs("evaluation")
     console.print(
         f"evaluate: {loaded.name}, {config.devices or len(os.sched_getaffinity(0))} device processes, batches {config.batch_sizes} x "
         f"{config.seq_len} tokens, links loopback + {config.links_mbit} Mbit/s, calibrated folder {calibrated or 'none (no searched row)'}"
     )
     metrics = run_evaluation(
-        loaded, calibrated, args.fleet or params["base"]["fleet"], texts, pairs, load_texts("builtin", "calibration", seed=params["base"]["seed"]),
+        loaded, calibrated, args.fleet or params.base.fleet, texts, pairs, load_texts("builtin", "calibration", seed=params.base.seed),
         args.out, config, recipe, profile=profile,
     )
     console.print(methods_table(metrics))

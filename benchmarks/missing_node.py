@@ -28,7 +28,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from coformer.calibrate import CalibrationConfig, CalibrationData, build_student, calibrate  # noqa: E402
 from coformer.data import load_pairs, load_texts  # noqa: E402
@@ -36,6 +35,7 @@ from coformer.decompose import DeviceShare, build_policy, compute_importance, sh
 from coformer.evaluation import encode_pairs  # noqa: E402
 from coformer.executor import Teacher  # noqa: E402
 from coformer.loading import load_model  # noqa: E402
+from coformer.params import load_params  # noqa: E402
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 EVAL_PAIRS = 300  # held-out (summary, body) pairs
@@ -85,8 +85,7 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.3, help="device_dropout of the calibrated-for-it run")
     parser.add_argument("--jobs", type=int, default=2, help="calibrations at once, one core each")
     args = parser.parse_args()
-    params = yaml.safe_load(PARAMS.read_text())
-    base = CalibrationConfig.parse(params.get("calibrate") or {}).model_copy(
+    base = load_params(PARAMS).calibrate.model_copy(
         update={"steps_per_stage": args.steps, "final_steps": 3 * args.steps, "threads": 1, "checkpoint_every": 0}
     )
     configs = [base.model_copy(update={"device_dropout": rate}) for rate in (0.0, args.dropout)]

@@ -18,27 +18,26 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from coformer.data import calibration_batches
 from coformer.fleet.profile import load_fleet
 from coformer.loading import load_model
-from coformer.search import SearchConfig, run_search
+from coformer.params import load_params
+from coformer.search import run_search
 
 
 def main() -> None:
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    section = params.get("search") or {}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=section.get("trials", 40))
+    parser.add_argument("--trials", type=int, default=None, help="trials per search (default: search.trials)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     start = time.perf_counter()
-    loaded = load_model(params["base"]["model"])
-    fleet = load_fleet(params["base"]["fleet"])
-    config = SearchConfig.parse({**section, "trials": args.trials})
+    params = load_params(Path("params.yaml"), [f"search.trials={args.trials}"] if args.trials else [])
+    loaded = load_model(params.base.model)
+    fleet = load_fleet(params.base.fleet)
+    config = params.search
     batches = calibration_batches(
         loaded.processor, loaded.canonical.config, n=config.texts, batch_size=config.texts, max_length=config.max_length
     )

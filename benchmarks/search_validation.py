@@ -31,7 +31,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from coformer.calibrate import CalibrationConfig, CalibrationData, build_student, calibrate  # noqa: E402
 from coformer.data import calibration_batches, load_pairs, load_texts  # noqa: E402
@@ -40,6 +39,7 @@ from coformer.evaluation import encode_pairs  # noqa: E402
 from coformer.executor import Teacher  # noqa: E402
 from coformer.fleet.profile import load_fleet  # noqa: E402
 from coformer.loading import load_model  # noqa: E402
+from coformer.params import load_params  # noqa: E402
 from coformer.search import SearchConfig  # noqa: E402
 from coformer.search.evaluate import Evaluator  # noqa: E402
 from coformer.search.space import Candidate, method  # noqa: E402
@@ -112,11 +112,11 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=len(POLICIES), help="only the first N policies (a smoke run)")
     args = parser.parse_args()
     policies = POLICIES[: args.policies]
-    params = yaml.safe_load(PARAMS.read_text())
-    recipe = CalibrationConfig.parse(params.get("calibrate") or {}).model_copy(
+    params = load_params(PARAMS)
+    recipe = params.calibrate.model_copy(
         update={"steps_per_stage": args.steps, "final_steps": 3 * args.steps, "threads": 1, "checkpoint_every": 0}
     )
-    search = SearchConfig.parse(params.get("search") or {})
+    search = params.search
     wall = time.time()
     print(f"recipe: {recipe.steps_per_stage} steps per stage, {recipe.final_steps} final, batch {recipe.batch_size}", flush=True)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

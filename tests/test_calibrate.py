@@ -38,6 +38,7 @@ from coformer.errors import DataError
 from coformer.evaluation import output_fidelity, recall_at_k
 from coformer.executor import Ensemble, Teacher
 from coformer.modeling import load_aggregator, load_submodel, save_module
+from coformer.params import ParamsError, load_params
 
 
 def gpt2_canonical():
@@ -173,15 +174,18 @@ def test_least_squares_warm_start_keeps_an_exact_decomposition_exact(setup):
     torch.testing.assert_close(student(inputs).output, teacher(inputs).output, atol=1e-4, rtol=1e-4)
 
 
-def test_bad_parameters_name_the_key():
-    with pytest.raises(CalibrationConfigError, match=r"calibrate\.lr"):
-        CalibrationConfig.parse({"lr": -1})
-    with pytest.raises(CalibrationConfigError, match=r"calibrate\.hidden_loss"):
-        CalibrationConfig.parse({"hidden_loss": "l1"})
-    with pytest.raises(CalibrationConfigError, match=r"calibrate\.epochs"):
-        CalibrationConfig.parse({"epochs": 3})
-    with pytest.raises(CalibrationConfigError, match="nothing would be calibrated"):
-        CalibrationConfig.parse({"steps_per_stage": 0, "final_steps": 0})
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["calibrate.lr=-1"], r"calibrate\.lr"),
+        (["calibrate.hidden_loss=l1"], r"calibrate\.hidden_loss"),
+        (["calibrate.epochs=3"], r"calibrate\.epochs"),
+        (["calibrate.steps_per_stage=0", "calibrate.final_steps=0", "calibrate.warm_start=false"], "nothing would be calibrated"),
+    ],
+)
+def test_bad_parameters_name_the_key(overrides, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(None, overrides)
 
 
 def test_calibration_halves_the_kl_to_the_teacher(setup, tmp_path):

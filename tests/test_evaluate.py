@@ -5,37 +5,24 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from coformer.adapters import canonicalize
 from coformer.calibrate import CalibrationConfig, build_student, save_student
 from coformer.data import load_pairs, load_texts
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of
 from coformer.evaluation import EvaluateConfig, run_evaluation
-from coformer.evaluation.config import EvaluateConfigError
 from coformer.evaluation.methods import fitting_keep
 from coformer.fleet import ModelDims, Workload, catalog_profile, load_fleet
 from coformer.loading import LoadedModel, resolve
+from coformer.params import ParamsError, load_params
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-
-
-def test_params_section_has_the_config_defaults_and_a_comment_on_every_key():
-    section = yaml.safe_load(PARAMS.read_text())["evaluate"]
-    assert set(section) == set(EvaluateConfig.model_fields)
-    assert EvaluateConfig.parse(section) == EvaluateConfig()
-    lines = PARAMS.read_text().split("\nevaluate:")[1].split("\n\n")[0].splitlines()[1:]
-    assert all("#" in line for line in lines if line.strip())
-
-
-@pytest.mark.parametrize("values,key", [({"requests": 0}, "evaluate.requests"), ({"repeats": 3}, "evaluate.repeats")])
-def test_a_bad_value_names_its_key(values, key):
-    with pytest.raises(EvaluateConfigError, match=key):
-        EvaluateConfig.parse(values)
+@pytest.mark.parametrize("override,key", [("evaluate.requests=0", "evaluate.requests"), ("evaluate.repeats=3", "evaluate.repeats")])
+def test_a_bad_value_names_its_key(override, key):
+    with pytest.raises(ParamsError, match=key):
+        load_params(None, [override])
 
 
 def test_single_edge_is_compressed_to_a_sub_model_size_that_fits(minilm):

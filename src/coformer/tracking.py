@@ -103,10 +103,12 @@ def stage_run(params: Params, stage: str) -> Iterator[object]:
             yield run
 
 
-def log_outputs(metrics: dict, files: list[Path], artifact_path: str | None = None) -> None:
-    """A stage's numeric metrics and output files into the active run."""
+def log_outputs(metrics: dict, files: list[Path], artifact_path: str | None = None, tags: dict[str, str] | None = None) -> None:
+    """A stage's numeric metrics, output files and tags into the active run."""
     import mlflow
 
+    if tags:
+        mlflow.set_tags(tags)
     mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items() if is_number(v)})
     for path in files:
         if path.is_dir():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coformer.errors import CoFormerError
 
@@ -26,8 +26,8 @@ class CalibrationConfig(BaseModel):
     warm_start_texts: int = Field(default=800, ge=1)  # calibration texts the warm start fits on
     ridge: float = Field(default=1e-3, ge=0)  # warm-start ridge, relative to the mean feature energy
     group_size: int = Field(default=2, ge=1)  # blocks per alignment stage (the last group may be shorter)
-    steps_per_stage: int = Field(default=400, ge=0)  # optimizer steps of every alignment stage
-    final_steps: int = Field(default=1200, ge=0)  # optimizer steps of the output-distillation stage
+    steps_per_stage: int = Field(default=300, ge=0)  # optimizer steps of every alignment stage
+    final_steps: int = Field(default=1000, ge=0)  # optimizer steps of the output-distillation stage
     lr: float = Field(default=3e-4, gt=0)  # peak AdamW learning rate of every stage
     beta2: float = Field(default=0.95, gt=0, lt=1)  # AdamW second-moment decay (lower adapts faster in short runs)
     warmup: float = Field(default=0.1, ge=0, lt=1)  # share of a stage's steps with linear warm-up; then cosine to 0
@@ -62,13 +62,3 @@ class CalibrationConfig(BaseModel):
             )
         return self
 
-    @classmethod
-    def parse(cls, values: dict | None) -> CalibrationConfig:
-        """Validate a params section; a bad value becomes one ``CalibrationConfigError`` naming the key."""
-        try:
-            return cls.model_validate(values or {})
-        except ValidationError as e:
-            problems = "; ".join(
-                f"calibrate.{'.'.join(map(str, x['loc']))}: {x['msg']} (got {x.get('input')!r})" for x in e.errors()
-            )
-            raise CalibrationConfigError(f"invalid calibration parameters: {problems}") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from coformer.errors import CoFormerError
 
@@ -41,13 +41,3 @@ class EvaluateConfig(BaseModel):
     max_length: int = Field(default=128, ge=1)  # tokens per quality text
     timeout_s: float = Field(default=600.0, gt=0)  # longest one runtime run (all its requests) may take
 
-    @classmethod
-    def parse(cls, values: dict | None) -> EvaluateConfig:
-        """Validate a params section; a bad value becomes one ``EvaluateConfigError`` naming the key."""
-        try:
-            return cls.model_validate(values or {})
-        except ValidationError as e:
-            problems = "; ".join(
-                f"evaluate.{'.'.join(map(str, x['loc']))}: {x['msg']} (got {x.get('input')!r})" for x in e.errors()
-            )
-            raise EvaluateConfigError(f"invalid evaluation parameters: {problems}") from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from coformer.errors import CoFormerError
 from coformer.fleet.dims import Workload
@@ -64,14 +64,6 @@ class SearchConfig(BaseModel):
             )
         return self
 
-    @classmethod
-    def parse(cls, values: dict) -> SearchConfig:
-        """Validate a params section; a bad value becomes one ``SearchConfigError`` naming the key."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as e:
-            problems = "; ".join(f"search.{'.'.join(map(str, x['loc']))}: {x['msg']} (got {x.get('input')!r})" for x in e.errors())
-            raise SearchConfigError(f"invalid search parameters: {problems}") from None
 
     def workload(self) -> Workload:
         return Workload(batch=self.batch, seq_len=self.seq_len, decode_tokens=self.decode_tokens)

@@ -73,7 +73,9 @@ class TrialProgress(tune.Callback):
         what = r.get("reason", "error")
         if r.get("feasible"):
             what = f"T={r['latency_ms']:.2f} ms D={r['degradation']:.4f} (uncalibrated {r['degradation_uncalibrated']:.4f})"
-        where = f"{r.get('method', '')} on {r.get('devices', '')}, s={r.get('sync', trial.config.get('sync'))}"
+        where = f"{r.get('method', '')} on {r.get('devices', '')}"
+        if r.get("method") != "Single-Edge":  # one device has no sync point, whatever s was sampled
+            where += f", s={r.get('sync', trial.config.get('sync'))}"
         print(f"trial {self.done}/{self.total} [{where}]: {what}", file=sys.stderr, flush=True)
 
 

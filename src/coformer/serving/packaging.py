@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -39,11 +40,12 @@ def package(calibrated_folder: str | Path, out_folder: str | Path, config: Packa
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     out.mkdir(parents=True, exist_ok=True)
     model_tag, model_bytes = store_model(calibrated, config, model or None, policy, configs[0].embedding)
-    staging = stage(out / "build")
     result = {"model": {"tag": model_tag, "bytes": model_bytes}}
-    for kind, name in (("node", config.node_service), ("aggregator", config.aggregator_service)):
-        bentofile = write_bentofile(staging, kind, name, model_tag)
-        result[kind] = build(staging, bentofile)
+    with tempfile.TemporaryDirectory(prefix="coformer-bento-") as scratch:  # the build context is not an output
+        staging = stage(Path(scratch) / "build")
+        for kind, name in (("node", config.node_service), ("aggregator", config.aggregator_service)):
+            bentofile = write_bentofile(staging, kind, name, model_tag)
+            result[kind] = build(staging, bentofile)
     (out / RESULT).write_text(json.dumps(result, indent=1))
     return result
 

@@ -14,9 +14,10 @@ def run(params: Params, calibrated: Path, out: Path) -> dict:
     offline; ``out/package.json`` (also in the MLflow run) holds their tags and sizes."""
     with stage_run(params, "package") as run_:
         result = package(calibrated, out, params.package, params.base.model)
-        import mlflow
-
-        mlflow.set_tags({f"bento.{kind}": entry["tag"] for kind, entry in result.items()})
-        log_outputs({f"{kind}_bytes": entry["bytes"] for kind, entry in result.items()}, [out / RESULT])
+        log_outputs(
+            {f"{kind}_bytes": entry["bytes"] for kind, entry in result.items()},
+            [out / RESULT],
+            tags={f"bento.{kind}": entry["tag"] for kind, entry in result.items()},
+        )
     print(f"package: {', '.join(entry['tag'] for entry in result.values())} (MLflow run {run_.info.run_id})", flush=True)
     return result
