@@ -29,6 +29,7 @@ from coformer.calibrate import (
 )
 from coformer.calibrate.losses import relative_mse, task_loss
 from coformer.calibrate.module import CalibrationModule
+from coformer.calibrate.run import resolve_precision
 from coformer.calibrate.stages import set_trainable
 from coformer.calibrate.targets import TeacherTargets
 from coformer.calibrate.views import student_view, teacher_view
@@ -172,6 +173,14 @@ def test_least_squares_warm_start_keeps_an_exact_decomposition_exact(setup):
     inputs = token_inputs()
     assert policy.sync == 1 and errors == {} and not student.aggregator.merges
     torch.testing.assert_close(student(inputs).output, teacher(inputs).output, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_precision_is_bf16_only_where_bf16_is_native():
+    """Emulated bf16 (an AVX2-only CPU) is ~50x slower than fp32: auto must not pick it there."""
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"  # an explicit choice is kept
+    assert load_params(None).calibrate.precision == "auto"
 
 
 @pytest.mark.parametrize(
