@@ -61,4 +61,3 @@ class CalibrationConfig(BaseModel):
                 "be calibrated; give one of them steps or turn warm_start on"
             )
         return self
-

@@ -267,9 +267,10 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     AVX512-BF16 or AMX (an AVX2 EPYC, say) runs about 50x slower than fp32, not 1.1x faster."""
     if precision != "auto":
         return precision
-    if fit_device(accelerator).type == "cuda":
+    device = fit_device(accelerator).type
+    if device == "cuda":
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if fit_device(accelerator).type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "bf16-mixed"
     return "32-true"
 

@@ -8,15 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coformer.errors import CoFormerError
-
 Method = Literal["full", "pipe-edge", "distri-edge", "single-edge", "aggregate-edge", "coformer", "coformer-gateway"]
 METHODS: list[Method] = ["full", "pipe-edge", "distri-edge", "single-edge", "aggregate-edge", "coformer", "coformer-gateway"]
 SHAPED_DEFAULT: list[Method] = ["pipe-edge", "distri-edge", "aggregate-edge"]
-
-
-class EvaluateConfigError(CoFormerError):
-    """An evaluation parameter is out of range."""
 
 
 class EvaluateConfig(BaseModel):
@@ -40,4 +34,3 @@ class EvaluateConfig(BaseModel):
     quality_pairs: int = Field(default=200, ge=0)  # retrieval pairs recall@1/@5 is measured on (0: skip)
     max_length: int = Field(default=128, ge=1)  # tokens per quality text
     timeout_s: float = Field(default=600.0, gt=0)  # longest one runtime run (all its requests) may take
-

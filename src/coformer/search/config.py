@@ -64,7 +64,6 @@ class SearchConfig(BaseModel):
             )
         return self
 
-
     def workload(self) -> Workload:
         return Workload(batch=self.batch, seq_len=self.seq_len, decode_tokens=self.decode_tokens)
 

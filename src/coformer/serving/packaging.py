@@ -42,7 +42,7 @@ def package(calibrated_folder: str | Path, out_folder: str | Path, config: Packa
     model_tag, model_bytes = store_model(calibrated, config, model or None, policy, configs[0].embedding)
     result = {"model": {"tag": model_tag, "bytes": model_bytes}}
     with tempfile.TemporaryDirectory(prefix="coformer-bento-") as scratch:  # the build context is not an output
-        staging = stage(Path(scratch) / "build")
+        staging = stage(Path(scratch))
         for kind, name in (("node", config.node_service), ("aggregator", config.aggregator_service)):
             bentofile = write_bentofile(staging, kind, name, model_tag)
             result[kind] = build(staging, bentofile)
@@ -69,11 +69,9 @@ def store_model(calibrated: Path, config: PackageConfig, model: str | None, poli
 
 
 def stage(folder: Path) -> Path:
-    """A build context holding the service modules and the ``coformer`` package next to them."""
+    """``folder`` (empty) as a build context: the service modules and the ``coformer`` package next to them."""
     import coformer
 
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
     for module in BENTO_DIR.glob("*.py"):
         shutil.copy2(module, folder / module.name)
     shutil.copytree(Path(coformer.__file__).parent, folder / "coformer", ignore=shutil.ignore_patterns("__pycache__"))
