@@ -25,9 +25,9 @@ TOKEN = "test-node-token"
 MODELS = {"gpt2": lambda: tiny_gpt2(layers=4), "bert": tiny_bert}
 
 
-def saved_student(folder: Path, family: str, sync: int, shares=(3, 1)) -> tuple[Path, Ensemble]:
+def saved_student(folder: Path, family: str, sync: int, shares=(3, 1), pooling: str | None = None) -> tuple[Path, Ensemble]:
     """A decomposition of a tiny random model written in the calibrated layout, and its executor."""
-    canonical = canonicalize(MODELS[family]())
+    canonical = canonicalize(MODELS[family](), pooling=pooling)
     devices = [DeviceShare(name=f"d{k}", heads=s, neurons=s + 0.5) for k, s in enumerate(shares)]
     policy = build_policy(shape_of(canonical), compute_importance(canonical.body, "magnitude"), devices, sync=sync)
     save_student(folder, policy, Ensemble(*decompose(canonical, policy), sync=sync))
@@ -42,6 +42,7 @@ class InProcessNode:
         self.folder, self.name, self.deployment = folder, name, deployment
         self.runtime = NodeRuntime(load_submodel(folder / "devices" / name), deployment, policy.shape)
         self.down = False
+        self.answers: list[bytes] = []  # every body it answered with, in order
 
     def restart(self) -> None:
         """A fresh process: no runs, no KV caches."""
@@ -53,7 +54,8 @@ class InProcessNode:
             raise httpx.ConnectError("connection refused", request=request)
         try:
             check_token(request.headers.get("authorization"), TOKEN, f"node {self.name}")
-            return httpx.Response(200, content=self.runtime.handle(request.content))
+            self.answers.append(self.runtime.handle(request.content))
+            return httpx.Response(200, content=self.answers[-1])
         except ServingError as e:
             return httpx.Response(e.status, json={"error": str(e)})
 

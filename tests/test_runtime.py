@@ -75,6 +75,22 @@ def test_processes_reproduce_the_executor(folders, zygote, name, options):
 
 
 @torch.no_grad()
+def test_devices_send_only_what_the_head_reads(tmp_path, zygote):
+    """A mean-pooled sentence embedding at s = 0: a device sends the masked mean of its export,
+    (B, 1, d) and its header, not (B, T, d); the output still equals the executor's."""
+    canonical = canonicalize(tiny_bert(), pooling="mean", normalize=True)
+    policy = build_policy(shape_of(canonical), compute_importance(canonical.body, "magnitude"), UNEVEN, sync=0)
+    student = build_student(canonical, policy).eval()
+    save_student(tmp_path, policy, student)
+    batch = token_inputs()
+    result = run_plan(plan(tmp_path, devices=2), {"x": batch}, zygote=zygote)
+    assert_close(result.sets["x"].output, student(batch).output, atol=1e-5, rtol=0)
+    B, T = batch["input_ids"].shape
+    d = canonical.body.config.width
+    assert B * d * 4 < result.sets["x"].bytes_sent[1] <= B * d * 4 + 64 < B * T * d * 4  # the tensor and its header
+
+
+@torch.no_grad()
 def test_s0_over_shaped_links_between_namespaces(folders, zygote):
     """Exact at s = 0 over real 50 Mbit/s links (fp32 wire; fp16 within its precision); where
     namespaces are not permitted, the same check on the loopback and the reason as a warning."""

@@ -65,6 +65,21 @@ def test_rounds_over_nodes_equal_the_executor(tmp_path, family, sync):
     assert got.missing == []
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_nodes_send_only_what_the_head_reads(tmp_path, pooling):
+    """An embedding reads the masked mean (or the CLS position) of the last state: every node
+    answers with (B, 1, w) instead of (B, T, w), and the output still equals the executor's."""
+    folder, student = saved_student(tmp_path, "bert", 0, pooling=pooling)
+    runtime, nodes = in_process_fleet(folder)
+    inputs = token_inputs()
+    got = run(runtime.forward(inputs, "r"))
+    with torch.no_grad():
+        assert_close(got.output, student(inputs).output, atol=1e-5, rtol=1e-5)
+    for node in nodes.values():
+        answer, _ = wire.decode(node.answers[-1], 1 << 20)
+        assert answer["out"].shape == (inputs["input_ids"].shape[0], 1, node.runtime.model.config.width)
+
+
 def test_half_precision_wire_is_close(tmp_path):
     folder, student = saved_student(tmp_path, "bert", 0)
     runtime, _ = in_process_fleet(folder, wire_dtype="float16")

@@ -51,6 +51,7 @@ class DeviceRun:
         self.model, self.cache = model, cache
         self.x = model.embed(inputs, past)  # (B, T, w)
         self.bias = model.attention_bias(inputs, past)
+        self.mask = inputs.get("attention_mask")  # (B, T) what a mean readout averages over
         self.start_state = self.x  # the stream at the last sync point (what the export discounts)
 
     def block(self, i: int) -> None:

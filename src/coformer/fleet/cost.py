@@ -24,6 +24,8 @@ sync regime (``executor.py``):
 Communication is a star through the aggregator: a one-way transfer costs ``rtt / 2 + bytes /
 link_bandwidth`` (the inputs down, the final export up: one round trip per request at s = 0), an
 exchange at a sync point a full round trip; the device that hosts the aggregator pays nothing.
+The last export carries only the positions the head reads (``ModelDims.readout_tokens``: the
+masked mean of a sentence embedding, a classifier's CLS), and the last merge and the head run on them.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class Passes:
     groups: np.ndarray  # (2, O) 1 where operator o belongs to the attention (row 0) or FFN (row 1) sub-layer
     embed: np.ndarray  # (P, 3) FLOPs, activation bytes, weight bytes of the embedding per unit of width
     stream: np.ndarray  # (P,) bytes of one (B, T, 1) slice of a stream: B * tokens * ab
+    last: np.ndarray  # (P,) the same of what the head reads of the last state (``Readout``): B * T' * ab
     inputs: np.ndarray  # (P,) bytes of the request's inputs sent to a device
 
 
@@ -169,6 +172,7 @@ def passes(dims: ModelDims, workload: Workload) -> Passes:
         groups=np.array([[op[1] == g for op in ops] for g in (0, 1)], dtype=float),
         embed=np.array([embedding_cost(dims, B * tn) for tn, _, _ in shapes], dtype=float),
         stream=np.array([B * tn * ab for tn, _, _ in shapes], dtype=float),
+        last=np.array([B * (dims.readout_tokens or tn) * ab for tn, _, _ in shapes], dtype=float),
         inputs=np.array([B * dims.input_values(tn) * input_bytes for tn, _, _ in shapes], dtype=float),
     )
 
@@ -199,9 +203,11 @@ class Context:
     send_input: np.ndarray  # (P, N) seconds to send the request's inputs to every device (one way)
     rtt: np.ndarray  # (N,) round trip, 0 for the aggregator's host
     per_stream_width: np.ndarray  # (P, N) seconds to send one (B, T, 1) slice of a stream over the link
+    per_last_width: np.ndarray  # (P, N) the same for what the head reads of the last state
     export: np.ndarray  # (P, N) seconds per unit of width of a pre-LN export's discount (0 for post-LN)
     head: np.ndarray  # (P,) seconds of the head on the aggregator
     merge: np.ndarray  # (4, P) a merge of total width W takes max(m0 W, m1 W + m2) + m3 W seconds
+    last_merge: np.ndarray  # (4, P) the same for the last merge, of what the head reads
     memory: np.ndarray  # (2, 5) per-block parameters and activations (numbers) per feature
     embed_params: float  # embedding parameters per unit of width
     kv_bytes: float  # KV-cache bytes per head per block (0 unless generating)
@@ -243,9 +249,11 @@ def build_context(fleet: Fleet, dims: ModelDims, workload: Workload) -> Context:
         send_input=a["remote"] * (a["link_rtt_s"] / 2 + p.inputs[:, None] / a["link_bandwidth"]),
         rtt=a["remote"] * a["link_rtt_s"],
         per_stream_width=a["remote"] * p.stream[:, None] / a["link_bandwidth"],
+        per_last_width=a["remote"] * p.last[:, None] / a["link_bandwidth"],
         export=4 * p.stream[:, None] / a["memory_bandwidth"] * dims.pre_norm,
-        head=head_time(dims, p.stream / dims.bytes_per_param, B, fleet.aggregator),
+        head=head_time(dims, p.last / dims.bytes_per_param, B, fleet.aggregator),
         merge=merge_coefficients(dims, p.stream / dims.bytes_per_param, fleet.aggregator),
+        last_merge=merge_coefficients(dims, p.last / dims.bytes_per_param, fleet.aggregator),
         memory=np.array(
             [
                 [4 * hd, 2, 3 * hd, 1, 6],  # block parameters: q, k, v, o, fc1, fc2 (+biases), two LayerNorms
@@ -333,6 +341,7 @@ def estimate(counts: UnitCounts, dims: ModelDims, fleet: Fleet, workload: Worklo
     embed = ctx.embed * widths + a["forward_overhead_s"]  # (P, N)
     stream = p.stream[:, None] * widths  # (P, N) bytes of one device's stream
     upload = ctx.per_stream_width * widths  # (P, N) seconds to send that stream
+    last_upload = ctx.per_last_width * widths  # (P, N) seconds to send what the head reads of it
     agg = fleet.aggregator
     total_width = widths.sum()
 
@@ -349,13 +358,13 @@ def estimate(counts: UnitCounts, dims: ModelDims, fleet: Fleet, workload: Worklo
     else:
         stops = sync_points(L, sync)
         merges = len(stops)
-        m = ctx.merge
-        merge = np.maximum(m[0] * total_width, m[1] * total_width + m[2]) + m[3] * total_width  # (P,) seconds per merge
+        merge, last_merge = (np.maximum(m[0] * total_width, m[1] * total_width + m[2]) + m[3] * total_width for m in (ctx.merge, ctx.last_merge))  # (P,) seconds
+        merging = (merges - 1) * merge + last_merge
         export = ctx.export * widths  # (P, N) pre-LN exports subtract the share of the start state they duplicate
         if merges == 1:  # one segment: the general case below with S = 1, in fewer array operations
             compute = sub.sum(axis=2) + export + embed  # (P, N)
-            comm = ctx.send_input + ctx.rtt / 2 + upload  # inputs down, the export up: one round trip
-            critical = (compute + comm).max(axis=1) + merge + ctx.head
+            comm = ctx.send_input + ctx.rtt / 2 + last_upload  # inputs down, the export up: one round trip
+            critical = (compute + comm).max(axis=1) + merging + ctx.head
         else:
             segment = np.add.reduceat(sub, [0, *stops[:-1]], axis=2)  # (P, N, S) compute per segment
             segment += export[:, :, None]
@@ -363,12 +372,12 @@ def estimate(counts: UnitCounts, dims: ModelDims, fleet: Fleet, workload: Worklo
             segment[:, :, 0] += embed
             comm_seg = np.empty_like(segment)
             comm_seg[:] = (ctx.rtt + 2 * upload)[:, :, None]  # intermediate merge: send, get the merged state back
-            comm_seg[:, :, -1] = ctx.rtt / 2 + upload  # the final export only goes up (the inputs came down)
+            comm_seg[:, :, -1] = ctx.rtt / 2 + last_upload  # the final export only goes up (the inputs came down)
             comm_seg[:, :, 0] += ctx.send_input
-            critical = (segment + comm_seg).max(axis=1).sum(axis=1) + merges * merge + ctx.head
+            critical = (segment + comm_seg).max(axis=1).sum(axis=1) + merging + ctx.head
             compute, comm = segment.sum(axis=2), comm_seg.sum(axis=2)
-        sent = a["remote"] * (p.inputs[:, None] + (2 * merges - 1) * stream)
-        aggregator = merges * merge + ctx.head
+        sent = a["remote"] * (p.inputs[:, None] + (2 * merges - 2) * stream + p.last[:, None] * widths)
+        aggregator = merging + ctx.head
 
     repeat = p.repeat
     compute_s = repeat @ compute  # (N,)

@@ -58,6 +58,7 @@ class ModelDims:
     class_tokens: int = 1  # image models: learned tokens ahead of the patches (CLS, DeiT's distillation token)
     final_norm: bool = True  # the aggregator's LayerNorm before the head (GPT-2 ln_f, ViT)
     pooler: bool = False  # BERT-style tanh(dense(CLS)) before the head
+    readout_tokens: int = 0  # positions of the last state the head reads (``Readout``: 1 mean or CLS, 2 DeiT); 0 all
     head_outputs: int = 0  # rows of the output projection: V for an LM head, C for a classifier, 0 none
     head_bias: bool = False  # the output projection has a bias
     head_projections: int = 1  # output projections (DeiT with teacher: 2, averaged)
@@ -94,6 +95,7 @@ class ModelDims:
             class_tokens=c.class_tokens,
             final_norm=head.final_norm,
             pooler=head.pooling == "pooler",
+            readout_tokens=1 if head.readout.kind == "mean" else head.readout.count,
             head_outputs=head.num_outputs if projecting else 0,
             head_bias=head.projection_bias and projecting,
             head_projections=2 if head.distillation else 1,

@@ -2,7 +2,7 @@
 
 from coformer.modeling.aggregator import Aggregator, AggregatorConfig, sync_points
 from coformer.modeling.artifacts import load_aggregator, load_submodel, save_module
-from coformer.modeling.heads import HeadConfig, OutputHead
+from coformer.modeling.heads import HeadConfig, OutputHead, Readout
 from coformer.modeling.submodel import KVCache, SubModel, SubModelConfig
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "HeadConfig",
     "KVCache",
     "OutputHead",
+    "Readout",
     "SubModel",
     "SubModelConfig",
     "load_aggregator",

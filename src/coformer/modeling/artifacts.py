@@ -15,7 +15,7 @@ from coformer.modeling.aggregator import Aggregator, AggregatorConfig
 from coformer.modeling.submodel import SubModel, SubModelConfig
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-KINDS = {"submodel": (SubModel, SubModelConfig), "aggregator": (Aggregator, AggregatorConfig)}
+CONFIGS = {"submodel": SubModelConfig, "aggregator": AggregatorConfig}
 
 
 def save_module(module: SubModel | Aggregator, directory: str | Path) -> Path:
@@ -29,20 +29,27 @@ def save_module(module: SubModel | Aggregator, directory: str | Path) -> Path:
     return directory
 
 
-def load_module(directory: str | Path, expected: str | None = None) -> SubModel | Aggregator:
-    """Load either kind; ``expected`` ("submodel"/"aggregator") guards against mixed-up folders."""
+def read_config(directory: str | Path, expected: str | None = None) -> tuple[str, SubModelConfig | AggregatorConfig]:
+    """(kind, config) of an artifact folder without its weights; ``expected`` ("submodel" /
+    "aggregator") guards against mixed-up folders."""
     directory = Path(directory)
     try:
         payload = json.loads((directory / CONFIG).read_text())
         kind = payload["kind"]
-        cls, config_cls = KINDS[kind]
-        config = config_cls.model_validate(payload["config"])
+        config = CONFIGS[kind].model_validate(payload["config"])
     except FileNotFoundError as e:
         raise ArtifactError(f"{directory} has no {CONFIG}; point to a folder written by `coformer decompose`") from e
     except (json.JSONDecodeError, KeyError, ValidationError) as e:
         raise ArtifactError(f"{directory / CONFIG} is corrupt ({e}); re-export the artifact") from e
     if expected and kind != expected:
         raise ArtifactError(f"{directory} holds a {kind}, expected a {expected}")
+    return kind, config
+
+
+def load_module(directory: str | Path, expected: str | None = None) -> SubModel | Aggregator:
+    """Load either kind (see ``read_config``)."""
+    directory = Path(directory)
+    kind, config = read_config(directory, expected)
     try:
         state = load_file(directory / WEIGHTS)
     except (FileNotFoundError, SafetensorError, OSError) as e:

@@ -10,6 +10,8 @@ The math is ``coformer.executor``'s: ``DeviceRun`` on every device, ``Aggregator
 * s = 1: the two partial sums of every block are all-reduced among the devices;
 * s = 0 and s = k: at every sync point the devices send their exports to the aggregator, which
   merges them and (before the last point) sends every device its channels of the merged state;
+* the last state: only what the head reads of it travels (``Readout``: the masked mean of a
+  sentence embedding, the CLS position of a classifier), reduced where it is made;
 * pipeline: stage k runs its blocks and hands the stream (and the mask) to stage k + 1, one
   micro-batch after another without waiting, so stages overlap on a stream of micro-batches.
 """
@@ -70,31 +72,34 @@ def ensemble(role: Role, wire: Wire, request: Inputs | None) -> torch.Tensor | N
     hidden = tensor_parallel(role, wire, run) if role.sync == 1 else streams(role, wire, run)
     if role.rank != 0:
         return None
-    return role.aggregator(hidden, request.get("attention_mask"))[1]
+    return role.aggregator(hidden, role.readout.head_mask(request.get("attention_mask")))[1]
 
 
 def tensor_parallel(role: Role, wire: Wire, run: DeviceRun | None) -> torch.Tensor | None:
-    """The full-width hidden state (B, T, d) on rank 0."""
+    """What the head reads of the full-width hidden state, (B, T', d), on rank 0."""
     if run is not None:
         for i in range(role.num_layers):
             run.merge_attention(i, wire.all_reduce(run.attention_partial(i), role.group))  # (B, T, d) summed
             run.merge_ffn(i, wire.all_reduce(run.ffn_partial(i), role.group))
     if not role.plan.gateway:
-        return run.x if role.rank == 0 else None
+        return role.readout.reduce(run.x, run.mask) if role.rank == 0 else None
     first = role.plan.device_rank(0)  # every device holds the same state; the first hands it over
     if role.rank == first:
-        wire.send(run.x, 0)
+        wire.send(role.readout.reduce(run.x, run.mask), 0)
     return wire.recv(first) if role.rank == 0 else None
 
 
 def streams(role: Role, wire: Wire, run: DeviceRun | None) -> torch.Tensor | None:
-    """Own streams merged at every sync point; the merged state (B, T, d) on rank 0."""
+    """Own streams merged at every sync point; what the head reads of the last merged state,
+    (B, T', d), on rank 0."""
     ranks = [role.plan.device_rank(k) for k in range(role.plan.devices)]
     spans = segments(role.num_layers, role.sync)
     merged = None
     for point, (start, stop) in enumerate(spans):
         export = None if run is None else run.segment(start, stop)  # (B, T, w_k)
         last = stop == spans[-1][1]
+        if last and export is not None:
+            export = role.readout.reduce(export, run.mask)  # (B, T', w_k)
         if role.rank != 0:
             wire.send(export, 0)
             if not last:

@@ -17,7 +17,8 @@ from torch import nn
 
 from coformer.decompose.policy import Policy
 from coformer.modeling import Aggregator, SubModel, SubModelConfig, load_aggregator
-from coformer.modeling.artifacts import CONFIG, WEIGHTS, same_weights
+from coformer.modeling.artifacts import CONFIG, WEIGHTS, read_config, same_weights
+from coformer.modeling.heads import Readout
 from coformer.runtime.plan import RuntimeFailure, RuntimePlan
 
 
@@ -40,6 +41,7 @@ class Role:
     aggregator: Aggregator | None = None  # on the rank that merges and applies the head
     embeddings: list[nn.Module] = field(default_factory=list)  # gateway: every device's embedding (equal ones shared)
     blocks: range = range(0)  # blocks this rank runs
+    readout: Readout = field(default_factory=Readout)  # what of the last state travels to the head
     group: object = None  # process group of the device ranks (tensor parallelism with a gateway)
 
     @property
@@ -98,6 +100,7 @@ def load_role(plan: RuntimePlan, rank: int) -> Role:
         role.model = load_part(folder / "devices" / names[0], role.blocks, embed=rank == 0)
         role.aggregator = load_aggregator(folder / "aggregator") if rank == plan.world - 1 else None
         return role
+    role.readout = read_config(folder / "aggregator", "aggregator")[1].head.readout
     device = rank - int(plan.gateway)
     if device >= 0:
         role.model = load_part(folder / "devices" / names[device], embed=not plan.gateway)

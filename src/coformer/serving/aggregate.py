@@ -6,7 +6,9 @@ equals the executor's:
 
 * s = 0: one round; s = k: one round per segment, each node continuing from its channels of the
   merged state; s = 1: two rounds per block (partials summed here and sent back) and a last round
-  that returns the stream (exact, the slow mode).
+  that returns the stream (exact, the slow mode);
+* the last round returns only what is read of the last state (``Readout``: by default what the
+  head reads, e.g. the masked mean of a sentence embedding; the last position while generating).
 
 A node that fails is left out of the rest of the pass: ``fail_fast`` answers 503 naming it,
 ``degraded`` merges the streams (or partial sums) that came and lists the missing nodes. At most
@@ -30,7 +32,7 @@ import torch
 from coformer.decompose import Policy
 from coformer.errors import CoFormerError
 from coformer.executor import segments
-from coformer.modeling import Aggregator, SubModelConfig
+from coformer.modeling import Aggregator, Readout, SubModelConfig
 from coformer.serving.client import NodeClient, NoObserver, Observer
 from coformer.serving.config import Deployment
 from coformer.serving.errors import CacheMiss, NodeUnavailable, RunLost
@@ -41,7 +43,7 @@ Request = tuple[dict[str, torch.Tensor], dict]  # (tensors, step metadata) for o
 
 @dataclass
 class Forwarded:
-    hidden: torch.Tensor  # (B, T, d) final-normed last hidden state (T = tail when given)
+    hidden: torch.Tensor  # (B, T', d) what was read of the final-normed last hidden state (``Readout``)
     output: torch.Tensor  # the model's output: embedding (B, d), logits (B, C) or (B, T, V), states
     missing: list[str] = field(default_factory=list)  # nodes left out (degraded mode)
 
@@ -84,55 +86,64 @@ class AggregatorRuntime:
         return self.configs[0]
 
     async def forward(
-        self, inputs: dict[str, torch.Tensor], request_id: str, session: str | None = None, past: int = 0, reset: bool = False, tail: int = 0
+        self,
+        inputs: dict[str, torch.Tensor],
+        request_id: str,
+        session: str | None = None,
+        past: int = 0,
+        reset: bool = False,
+        readout: Readout | None = None,
     ) -> Forwarded:
-        """Run the pass on the nodes and apply the head; ``tail`` keeps the last positions only."""
+        """Run the pass on the nodes and apply the head to ``readout`` of the last state (None:
+        what the head reads)."""
         check_inputs(inputs, self.config, self.deployment.limits, past)
         self._fail_fast()
         async with self.admission:
             self._fail_fast()  # a node may have failed while this request queued
-            return await self._pass(inputs, request_id, session, past, reset, tail)
+            return await self._pass(inputs, request_id, session, past, reset, readout or self.aggregator.config.head.readout)
 
     def _fail_fast(self) -> None:
         down = [c.name for c in self.clients if c.down]
         if down and self.deployment.failure_mode == "fail_fast":
             raise NodeUnavailable(down, f"failed less than down_s={self.deployment.down_s} s ago")
 
-    async def _pass(self, inputs, request_id: str, session: str | None, past: int, reset: bool, tail: int) -> Forwarded:
+    async def _pass(self, inputs, request_id: str, session: str | None, past: int, reset: bool, readout: Readout) -> Forwarded:
         p = Pass(uuid.uuid4().hex, request_id, [True] * len(self.clients))
         base = {"run": p.run, "session": session, "past": past, "reset": reset}
         try:
             if self.policy.sync == 1:
-                hidden = await self._tensor_parallel(p, inputs, base, tail)
+                hidden = await self._tensor_parallel(p, inputs, base, readout)
             else:
-                hidden = await self._streams(p, inputs, base, tail)
+                hidden = await self._streams(p, inputs, base, readout)
         except BaseException:
             self._forget(p)
             raise
         with torch.inference_mode():
-            normed, output = self.aggregator(hidden, None if tail else inputs.get("attention_mask"))
+            normed, output = self.aggregator(hidden, readout.head_mask(inputs.get("attention_mask")))
         return Forwarded(normed, output, p.missing)
 
-    async def _streams(self, p: Pass, inputs, base: dict, tail: int) -> torch.Tensor:
+    async def _streams(self, p: Pass, inputs, base: dict, readout: Readout) -> torch.Tensor:
         channels: list[torch.Tensor | None] = [None] * len(self.clients)
         for point, (start, stop) in enumerate(self.segments):
             last = point == len(self.segments) - 1
-            meta = base | {"op": "segment", "start": start, "stop": stop, "close": last, "tail": tail if last else 0}
+            meta = base | {"op": "segment", "start": start, "stop": stop, "close": last}
+            if last:
+                meta["readout"] = readout.model_dump()
             exports = await self._round(p, lambda k: (dict(inputs) if point == 0 else {"channels": channels[k]}, meta))
             with torch.inference_mode():
-                merged = self.aggregator.merge(point, exports)  # (B, T, d)
+                merged = self.aggregator.merge(point, exports)  # (B, T, d); the last (B, T', d)
                 if not last:
                     channels = self.aggregator.scatter(merged)  # N x (B, T, w_k)
         return merged
 
-    async def _tensor_parallel(self, p: Pass, inputs, base: dict, tail: int) -> torch.Tensor:
+    async def _tensor_parallel(self, p: Pass, inputs, base: dict, readout: Readout) -> torch.Tensor:
         reduced = None
         for i in range(self.config.num_layers):
             for op in ("attention", "ffn"):
                 tensors = dict(inputs) if reduced is None else {"reduced": reduced}
                 partials = await self._round(p, lambda k: (tensors, base | {"op": op, "block": i}))
                 reduced = sum(x for x in partials if x is not None)  # the all-reduce: (B, T, d)
-        meta = base | {"op": "final", "block": self.config.num_layers - 1, "close": True, "tail": tail}
+        meta = base | {"op": "final", "block": self.config.num_layers - 1, "close": True, "readout": readout.model_dump()}
         streams = await self._round(p, lambda k: ({"reduced": reduced}, meta))
         return next(x for x in streams if x is not None)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from coformer.modeling import Readout
 from coformer.serving import wire
 from coformer.serving.aggregate import AggregatorRuntime, Forwarded
 from coformer.serving.errors import RequestError
@@ -157,7 +158,7 @@ class Frontend:
     async def forward_raw(self, body: bytes, request_id: str) -> bytes:
         """Debugging: safetensors inputs in, safetensors {hidden, output} out (metadata: missing)."""
         inputs, _ = wire.decode(body, self.limits.max_body_bytes)
-        out: Forwarded = await self.runtime.forward(inputs, request_id)
+        out: Forwarded = await self.runtime.forward(inputs, request_id, readout=Readout())  # every position
         return wire.encode({"hidden": out.hidden, "output": out.output}, _flags(out.missing, request_id))
 
 

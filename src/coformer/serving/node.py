@@ -4,7 +4,7 @@ The aggregator opens a *run* (one forward pass) with the inputs, then drives it 
 the node keeps the run between rounds, and a *session*'s KV cache between forward passes. Rounds:
 
 * ``segment`` (s = 0 or k): optionally continue from the merged channels, run blocks
-  [start, stop), return the export (B, T, w);
+  [start, stop), return the export (B, T, w) (the last one: only its ``readout``);
 * ``attention`` / ``ffn`` / ``final`` (s = 1): apply the summed partials of the previous sub-layer
   (``merge_ffn`` / ``merge_attention``), return this node's next partial sum (B, T, d); ``final``
   applies the last FFN sum and returns the stream itself.
@@ -19,11 +19,11 @@ import time
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coformer.decompose import ModelShape
 from coformer.executor import DeviceRun
-from coformer.modeling import KVCache, SubModel
+from coformer.modeling import KVCache, Readout, SubModel
 from coformer.serving import wire
 from coformer.serving.config import Deployment
 from coformer.serving.wire import WireDtype
@@ -47,7 +47,7 @@ class Step(BaseModel):
     past: int = 0  # tokens the aggregator believes the session's cache holds
     reset: bool = False  # start the session's cache over (rebuild from the full token history)
     close: bool = False  # the last round of the run: forget it afterwards
-    tail: int = 0  # return only the last `tail` positions (0: all); generation needs one
+    readout: Readout = Field(default_factory=Readout)  # what of the answer to return (default: all of it)
     wire: WireDtype = "float32"  # dtype of the answer's floating tensors
 
 
@@ -74,7 +74,7 @@ class NodeRuntime:
         self.expire()
         with torch.inference_mode():
             out = self.step(step, tensors)
-        out = {} if out is None else {"out": out[:, -step.tail :] if step.tail else out}
+        out = {} if out is None else {"out": out}
         return wire.encode(out, dtype=step.wire)
 
     def step(self, step: Step, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -85,7 +85,7 @@ class NodeRuntime:
         inputs = {k: v for k, v in tensors.items() if k in TOKEN_KEYS | IMAGE_KEYS}
         run = self.open(step, inputs) if inputs else self.find(step.run)
         try:
-            out = self.advance(run, step, tensors)
+            out = step.readout.reduce(self.advance(run, step, tensors), run.mask)
         except BaseException:
             step.close = True  # a failed round leaves nothing half-open
             raise

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from coformer.modeling import Readout
 from coformer.serving.aggregate import AggregatorRuntime, Forwarded
 from coformer.serving.errors import CacheMiss, RequestError
+
+NEXT_TOKEN = Readout(kind="last", count=1)  # a generation step reads the last position's logits
 
 
 @dataclass
@@ -104,10 +107,10 @@ class Sessions:
         positions = s.positions()
         new = {"input_ids": s.tokens[:, s.cached :], "attention_mask": s.mask, "position_ids": positions[:, s.cached :]}
         try:
-            out = await self.runtime.forward(new, request_id, session=s.id, past=s.cached, tail=1)
+            out = await self.runtime.forward(new, request_id, session=s.id, past=s.cached, readout=NEXT_TOKEN)
         except CacheMiss:
             full = {"input_ids": s.tokens, "attention_mask": s.mask, "position_ids": positions}
-            out = await self.runtime.forward(full, request_id, session=s.id, past=0, reset=True, tail=1)
+            out = await self.runtime.forward(full, request_id, session=s.id, past=0, reset=True, readout=NEXT_TOKEN)
         s.cached = s.tokens.shape[1]
         s.missing.update(out.missing)
         return out
