@@ -18,6 +18,7 @@ for key, value in {
     "BENTOML_DO_NOT_TRACK": "True",
 }.items():
     os.environ.setdefault(key, value)
+os.environ.pop("COLUMNS", None)  # pytest-xdist workers get COLUMNS=80, which would fix the width of consoles made at import
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -86,3 +87,9 @@ def minilm():
 @pytest.fixture(scope="session")
 def minilm_inputs(minilm):
     return dict(minilm.processor(SENTENCES, padding=True, return_tensors="pt"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fresh-clone pipeline test first: it is the longest file (a second install plus every
+    stage), so under ``pytest -n 2 --dist loadfile`` one worker starts it while the other runs the rest."""
+    items.sort(key=lambda item: item.path.name != "test_pipeline.py")
