@@ -1,7 +1,9 @@
 """Serving benchmarks on localhost (printed, not timed tests): the MiniLM decomposition served by
 ``bentoml serve`` processes (one node per device + the aggregator).
 
-(a) latency of ``embed`` at 8 x 128 tokens through the aggregator vs the in-process executor;
+(a) latency of ``embed`` at 8 x 128 tokens through the aggregator vs the in-process executor (one
+    thread, the devices one after another) and vs the same data flow in one pinned process per
+    device over gloo (``coformer.runtime``: the parallel work without HTTP, the fair base of an overhead);
 (b) load: 16 then 64 concurrent clients for ``--seconds`` each: errors, p50 / p99, throughput;
 (c) a node killed at 1/3 and restarted at 2/3 of ``--failure-seconds`` (+ ``--grace``) under 16 clients, in
     ``degraded`` mode (failed requests, share of degraded answers, their cosine to the teacher) and
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from coformer.calibrate.student import load_student
 from coformer.executor import Teacher
 from coformer.loading import load_model
+from coformer.runtime import RequestSet, RuntimePlan, run_plan
 from coformer.serving.config import Deployment
 from coformer.serving.local import LocalDeployment
 
@@ -74,9 +77,13 @@ def latency(local: LocalDeployment, artifacts: Path, repeats: int) -> None:
             r = client.post(f"{local.url}/embed", json={"input_ids": rows})
             served_times.append(time.perf_counter() - t)
     error = (torch.tensor(r.json()["embeddings"]) - want).abs().max().item()
+    plan = RuntimePlan(folder=str(artifacts), devices=len(student.submodels), sets=[RequestSet(name="b8")], warmup=2, repeats=repeats)
+    c = float(statistics.median(run_plan(plan, {"b8": inputs}).sets["b8"].latency_s))
     a, b = statistics.median(local_times), statistics.median(served_times)
     print(f"(a) embed 8 x 128, median of {repeats}: in-process executor {a * 1e3:.0f} ms (one thread, devices one after another), "
-          f"through the aggregator {b * 1e3:.0f} ms (one process per device): overhead {(b - a) / a:+.0%}; max |difference| {error:.1e}", flush=True)
+          f"gloo processes {c * 1e3:.0f} ms (one pinned process per device), through the aggregator {b * 1e3:.0f} ms "
+          f"(a bentoml node per device): overhead {(b - c) / c:+.0%} over the processes, {(b - a) / a:+.0%} over the executor; "
+          f"max |difference| {error:.1e}", flush=True)
 
 
 async def clients(url: str, n: int, seconds: float, rows, on_answer=None) -> list[tuple[float, float, int, dict | None]]:
@@ -113,18 +120,21 @@ def failure(artifacts: Path, scratch: Path, mode: str, seconds: float, grace: fl
         victim = [n for n in local.services if n != "aggregator"][-1]
 
         async def scenario():
-            async def chaos():
+            async def chaos() -> float:
+                """Kill, restart, and when the restarted node reports ready (seconds from the start)."""
+                began = time.perf_counter()
                 await asyncio.sleep(seconds / 3)
                 local.stop(victim)
                 await asyncio.sleep(seconds / 3)
                 local.start(victim)
+                await asyncio.to_thread(local.wait_ready, victim)
+                return time.perf_counter() - began
 
             task = asyncio.ensure_future(chaos())
             results = await clients(local.url, 16, seconds + grace, rows)
-            await task
-            return results
+            return results, await task
 
-        results = asyncio.run(scenario())
+        results, ready = asyncio.run(scenario())
     outage = (seconds / 3, 2 * seconds / 3)
     failed = [r for r in results if r[2] != 200]
     errors = sorted({f"{r[2]}: {(r[3] or {}).get('error', '')[:120]}" for r in failed})
@@ -143,7 +153,12 @@ def failure(artifacts: Path, scratch: Path, mode: str, seconds: float, grace: fl
     slow = [r for r in during if r[2] != 200 and r[1] > timeout_s]
     last_failure = max((r[0] for r in after if r[2] != 200), default=back)  # a starting node may flap for a moment
     steady = [r for r in after if r[0] > (last_failure or 0)]
-    recovery = "NOT recovered" if back is None or not steady else f"first answer {back - outage[1]:.0f} s and steady {last_failure - outage[1]:.0f} s after the restart"
+    recovery = (
+        "NOT recovered"
+        if back is None or not steady
+        else f"the restarted node ready {ready - outage[1]:.1f} s after its start, the first full answer {back - ready:+.1f} s and "
+        f"only full answers {last_failure - ready:+.1f} s from then"
+    )
     print(f"(c) fail_fast, {victim} down {outage[0]:.0f}-{outage[1]:.0f} s: before {sum(r[2] == 200 for r in before)}/{len(before)} ok; "
           f"during {sum(r[2] == 503 for r in during)} x 503, {sum(r[2] not in (200, 503) for r in during)} other errors, slowest "
           f"{max((r[1] for r in during if r[2] != 200), default=0):.2f} s ({len(slow)} over timeout_s={timeout_s}; queued before the kill: slowest "

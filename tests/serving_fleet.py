@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import torch
-from conftest import tiny_bert, tiny_gpt2
+from conftest import tiny_bert, tiny_gpt2, tiny_vit
 
 from coformer.adapters import canonicalize
 from coformer.calibrate.student import load_student, save_student
@@ -22,7 +22,7 @@ from coformer.serving.node import NodeRuntime
 from coformer.serving.security import check_token
 
 TOKEN = "test-node-token"
-MODELS = {"gpt2": lambda: tiny_gpt2(layers=4), "bert": tiny_bert}
+MODELS = {"gpt2": lambda: tiny_gpt2(layers=4), "bert": tiny_bert, "vit": lambda: tiny_vit(classifier=True)}
 
 
 def saved_student(folder: Path, family: str, sync: int, shares=(3, 1), pooling: str | None = None) -> tuple[Path, Ensemble]:

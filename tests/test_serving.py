@@ -4,6 +4,8 @@ nodes (equal to the executor), generation sessions, failure modes and KV-cache r
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import pickle
 
 import pytest
@@ -153,6 +155,49 @@ def test_validation_names_the_limit_and_leaves_no_session(tmp_path):
     with pytest.raises(RequestError, match=r"input_ids must lie in \[0, 100\)"):
         run(frontend.generate(None, [[1, 500]], 2, Sampling(), None, None, False, "r"))
     assert not frontend.sessions.open and all(not n.runtime.sessions and not n.runtime.runs for n in nodes.values())
+
+
+def test_a_client_that_disconnects_stops_generation_and_frees_every_cache(tmp_path):
+    folder, _ = saved_student(tmp_path, "gpt2", 0)
+    runtime, nodes = in_process_fleet(folder)
+    frontend = Frontend(runtime)
+    polls = []
+
+    async def gone() -> bool:  # polled before every token: the client leaves after three
+        polls.append(len(polls))
+        return len(polls) > 3
+
+    with pytest.raises(asyncio.CancelledError):
+        run(frontend.generate(None, [[1, 2, 3]], 10, Sampling(), None, None, True, "r", gone=gone))
+    assert len(polls) == 4  # three tokens, then the loop stopped
+    assert not frontend.sessions.open and all(not n.runtime.sessions and not n.runtime.runs for n in nodes.values())
+
+
+def test_images_are_classified_as_the_executor_does(tmp_path):
+    """Base64 image files through the image processor and the nodes: the executor's logits, the
+    nodes answering with the CLS position only; a file that is no image is refused by index."""
+    from PIL import Image
+    from transformers import ViTImageProcessor
+
+    folder, student = saved_student(tmp_path, "vit", 0)
+    runtime, nodes = in_process_fleet(folder)
+    frontend = Frontend(runtime, ViTImageProcessor(size={"height": 16, "width": 16}))
+    files = []
+    for seed in (0, 1):
+        pixels = torch.randint(0, 256, (20, 24, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.numpy()).save(buffer, format="PNG")
+        files.append(base64.b64encode(buffer.getvalue()).decode())
+    inputs = frontend.images(files)
+    got = run(frontend.classify(inputs, "r"))
+    with torch.no_grad():
+        want = student(inputs).output  # (2, C)
+    assert_close(torch.tensor(got.logits), want, atol=1e-5, rtol=1e-5)
+    assert got.labels == want.argmax(-1).tolist() and not got.degraded
+    for node in nodes.values():
+        assert wire.decode(node.answers[-1], 1 << 20)[0]["out"].shape[1] == 1
+    with pytest.raises(RequestError, match="image 1 is not a base64-encoded image file"):
+        frontend.images([files[0], base64.b64encode(b"not an image").decode()])
 
 
 def test_idle_sessions_are_freed_on_the_aggregator_and_every_node(tmp_path):
