@@ -1,7 +1,6 @@
 """DVC stage ``calibrate``: DeBo stage 2, progressive calibration of the searched policy (``coformer.stages.calibrate``)."""
 
-from coformer.stages import calibrate
 from pipelines.common import main
 
 if __name__ == "__main__":
-    main(calibrate.run)
+    main("coformer.stages.calibrate")

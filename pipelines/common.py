@@ -9,8 +9,8 @@ named after the stage function's parameters; the work itself is one function of
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from coformer.errors import CoFormerError
@@ -27,10 +27,13 @@ def paths(arguments: list[str]) -> dict[str, Path]:
     return named
 
 
-def main(stage: Callable[..., object]) -> None:
-    """Run ``stage(params, **paths)``; our own errors become one line on stderr and exit code 2."""
+def main(stage: str) -> None:
+    """Run ``<stage module>.run(params, **paths)``; our own errors become one line on stderr and exit
+    code 2. The parameters are read before the stage's module is imported, so a bad params.yaml
+    is reported in a second or two rather than after Lightning or Ray has loaded."""
     try:
-        stage(load_params(), **paths(sys.argv[1:]))
+        params, named = load_params(), paths(sys.argv[1:])
+        importlib.import_module(stage).run(params, **named)
     except CoFormerError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,7 +1,6 @@
 """DVC stage ``evaluate``: every method as real device processes, side by side (``coformer.stages.evaluate``)."""
 
-from coformer.stages import evaluate
 from pipelines.common import main
 
 if __name__ == "__main__":
-    main(evaluate.run)
+    main("coformer.stages.evaluate")

@@ -1,7 +1,6 @@
 """DVC stage ``prepare``: the calibration and evaluation splits every later stage reads (``coformer.stages.prepare``)."""
 
-from coformer.stages import prepare
 from pipelines.common import main
 
 if __name__ == "__main__":
-    main(prepare.run)
+    main("coformer.stages.prepare")

@@ -1,7 +1,6 @@
 """DVC stage ``search``: DeBo stage 1, the decomposition policy search (``coformer.stages.search``)."""
 
-from coformer.stages import search
 from pipelines.common import main
 
 if __name__ == "__main__":
-    main(search.run)
+    main("coformer.stages.search")
