@@ -13,6 +13,7 @@ from coformer.adapters import canonicalize
 from coformer.calibrate import CalibrationConfig, build_student, save_student
 from coformer.data import load_pairs, load_texts
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of
+from coformer.errors import CoFormerError
 from coformer.evaluation import EvaluateConfig, run_evaluation
 from coformer.evaluation.methods import fitting_keep
 from coformer.fleet import ModelDims, Workload, catalog_profile, load_fleet
@@ -41,6 +42,18 @@ def tiny_loaded():
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=30522)
     model = BertModel(config).eval()
     return LoadedModel("tiny", "tiny", model, AutoTokenizer.from_pretrained(resolve("default")), canonicalize(model, "mean", True))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "vit"])
+def test_a_model_it_cannot_score_is_refused_by_name(family, tmp_path):
+    """An LM or an image classifier would get embedding scores that mean nothing: refused up front."""
+    from conftest import tiny_gpt2, tiny_vit
+
+    model = tiny_gpt2() if family == "gpt2" else tiny_vit(classifier=True)
+    loaded = LoadedModel(f"tiny-{family}", "", model, None, canonicalize(model))
+    with pytest.raises(CoFormerError, match=rf"base.model 'tiny-{family}' is an? (language-model|image) model.*dvc repro package"):
+        run_evaluation(loaded, None, "default", [], [], [], tmp_path / "out", EvaluateConfig(), CalibrationConfig())
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

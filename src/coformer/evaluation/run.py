@@ -21,6 +21,7 @@ from rich.progress import Progress
 from coformer.calibrate import CalibrationConfig, CalibrationData, load_student
 from coformer.data import RetrievalPair, text_batches
 from coformer.decompose import compute_importance
+from coformer.errors import CoFormerError
 from coformer.evaluation.config import EvaluateConfig
 from coformer.evaluation.methods import Builder, Method, build_methods, fitting_keep
 from coformer.evaluation.prediction import fleet_rows, paper_rows, predict_measured
@@ -57,6 +58,7 @@ def run_evaluation(
     (the profile stage's device.json; None: measured now); ``work``: where the baselines' folders
     are built (None: a temporary folder, deleted).
     """
+    check_scorable(loaded)
     started = time.time()
     console = console or Console()
     out = Path(out)
@@ -112,6 +114,19 @@ def run_evaluation(
         metrics["seconds"], metrics["phase_seconds"] = time.time() - started, phases
         write_outputs(out, metrics, rows, memory_rows(runs), methods, config)
     return metrics | {"series": rows}
+
+
+def check_scorable(loaded) -> None:
+    """The evaluation times text requests and scores sentence embeddings (cosine to the teacher,
+    retrieval recall): refuse a model it would score wrongly instead of printing numbers that mean nothing."""
+    config, head = loaded.canonical.body.config, loaded.canonical.head.config
+    if config.input_kind == "tokens" and head.projection == "none" and head.pooling != "none":
+        return
+    kind = "an image" if config.input_kind == "pixels" else {"lm": "a language-model", "classifier": "a classifier"}.get(head.projection, "a token-state")
+    raise CoFormerError(
+        f"evaluate scores sentence embeddings; base.model {loaded.name!r} is {kind} model, whose perplexity/KL or "
+        "accuracy rows are not implemented: run the other stages with `dvc repro package` (calibrate reports its fidelity)"
+    )
 
 
 def method_quality(methods: list[Method], teacher, tokenizer, held, pairs, max_length: int) -> dict[str, dict]:
