@@ -4,7 +4,7 @@ Names are imported on first use, so ``coformer.calibrate.config`` (read by ``cof
 every stage and CLI command) does not pull in Lightning: about 7 s of start-up on two cores.
 """
 
-import importlib
+from coformer.lazy import lazy_exports
 
 EXPORTS = {
     "CalibrationConfig": "coformer.calibrate.config",
@@ -21,8 +21,4 @@ EXPORTS = {
 }
 __all__ = sorted(EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in EXPORTS:
-        raise AttributeError(f"module 'coformer.calibrate' has no attribute {name!r}")
-    return getattr(importlib.import_module(EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, EXPORTS)

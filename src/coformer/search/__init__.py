@@ -8,8 +8,9 @@ Names are imported on first use, so ``coformer.search.config`` (read by the CLI 
 does not pull in Ray and Optuna.
 """
 
-import importlib
 import os
+
+from coformer.lazy import lazy_exports
 
 # Before Ray is imported anywhere: no usage stats, the plain (quiet) Tune output, and the
 # experiment state snapshotted every 5 s (default: adaptive, >= 10 s) so that an interrupted
@@ -30,8 +31,4 @@ EXPORTS = {
 }
 __all__ = sorted(EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in EXPORTS:
-        raise AttributeError(f"module 'coformer.search' has no attribute {name!r}")
-    return getattr(importlib.import_module(EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, EXPORTS)
