@@ -5,7 +5,9 @@ stage as a command that prints its tables.
                                   [--fleet default] [--out outputs/benchmark-evaluate] [--set key=value ...]
 
 Defaults: the embedded MiniLM, one device process per core, the ``evaluate:`` and ``calibrate:``
-sections of params.yaml (``--set requests=30 shaped_batch=8`` overrides evaluate keys). Without a
+sections of params.yaml (``--set requests=30 shaped_batch=8`` overrides evaluate keys, ``--set
+base.model=gpt2 data.eval_limit=64`` any other section's; an LM is scored by perplexity and KL,
+a classifier by top-1 agreement with the teacher and KL). Without a
 calibrated folder there is no searched-policy row and the baselines are calibrated at the params'
 budget (latency does not depend on calibration). Targets checked and printed as measured:
 CoFormer s=0 speed-up over the full model >= 1.6x at the largest batch; per-device parameter
@@ -24,12 +26,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from coformer.data import load_pairs, load_texts
 from coformer.evaluation import run_evaluation
 from coformer.evaluation.methods import PAPER
+from coformer.evaluation.quality import TASK_METRICS
 from coformer.evaluation.summary import series_key
 from coformer.loading import load_model
 from coformer.params import load_params
+from coformer.stages.inputs import read_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console(width=200)
@@ -37,7 +40,8 @@ console = Console(width=200)
 
 def methods_table(metrics: dict) -> Table:
     table = Table(title="measured per method (median of the timed requests; predicted = cost model on this machine's core profile)")
-    for column in ("method", "series", "latency ms", "p90 ms", "predicted ms (err)", "compute / comm ms", "seq/s", "sent/device", "cosine", "r@1", "r@5"):
+    scores = TASK_METRICS[metrics["task"]]
+    for column in ("method", "series", "latency ms", "p90 ms", "predicted ms (err)", "compute / comm ms", "seq/s", "sent/device", *scores):
         table.add_column(column, justify="left" if column in ("method", "series") else "right")
     for row in metrics["series"]:
         q = metrics["methods"][row["method"]]
@@ -48,7 +52,7 @@ def methods_table(metrics: dict) -> Table:
             f"{row['latency_ms']:,.1f}" if measured else "-", f"{row['p90_ms']:,.1f}" if measured else "-", predicted,
             f"{row['compute_ms']:,.0f} / {row['comm_ms']:,.0f}" if measured else "-",
             f"{row['throughput_seq_s']:.1f}" if measured else "-", f"{row['bytes_per_device'] / 1e6:.2f} MB" if measured else "-",
-            f"{q.get('cosine', float('nan')):.3f}", f"{q.get('recall@1', float('nan')):.3f}", f"{q.get('recall@5', float('nan')):.3f}",
+            *(f"{q.get(score, float('nan')):.3f}" for score in scores),
         )
     return table
 
@@ -84,24 +88,21 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, help="one core's profile (default: outputs/profile/device.json if present, else measured)")
     parser.add_argument("--fleet", default=None, help="target fleet for the predicted rows (default: base.fleet)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmark-evaluate")
-    parser.add_argument("--set", nargs="*", default=[], help="evaluate keys, e.g. requests=30 shaped_batch=8")
+    parser.add_argument("--set", nargs="*", default=[], help="params: evaluate keys bare, others by section, e.g. requests=30 base.model=gpt2")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    params = load_params(ROOT / "params.yaml", [f"evaluate.{pair}" for pair in args.set])
+    params = load_params(ROOT / "params.yaml", [pair if "." in pair.split("=")[0] else f"evaluate.{pair}" for pair in args.set])
     config, recipe = params.evaluate, params.calibrate
     calibrated = args.calibrated or next((p for p in [ROOT / "outputs" / "calibrate"] if (p / "aggregator").is_dir()), None)
     profile = args.profile or next((p for p in [ROOT / "outputs" / "profile" / "device.json"] if p.is_file()), None)
     loaded = load_model(params.base.model)
-    texts, pairs = load_texts("builtin", "evaluation", seed=params.base.seed), load_pairs("evaluation")
+    data = read_prepared(None, params, loaded.canonical.config)  # what the prepare stage would write
     console.print(
-        f"evaluate: {loaded.name}, {config.devices or len(os.sched_getaffinity(0))} device processes, batches {config.batch_sizes} x "
-        f"{config.seq_len} tokens, links loopback + {config.links_mbit} Mbit/s, calibrated folder {calibrated or 'none (no searched row)'}"
+        f"evaluate: {loaded.name}, {config.devices or len(os.sched_getaffinity(0))} device processes, batches {config.batch_sizes}, "
+        f"links loopback + {config.links_mbit} Mbit/s, calibrated folder {calibrated or 'none (no searched row)'}"
     )
-    metrics = run_evaluation(
-        loaded, calibrated, args.fleet or params.base.fleet, texts, pairs, load_texts("builtin", "calibration", seed=params.base.seed),
-        args.out, config, recipe, profile=profile,
-    )
+    metrics = run_evaluation(loaded, calibrated, args.fleet or params.base.fleet, data, args.out, config, recipe, profile=profile)
     console.print(methods_table(metrics))
     console.print(memory_table(metrics))
     console.print(fleet_table(metrics))

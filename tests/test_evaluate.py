@@ -1,10 +1,12 @@
-"""The evaluation: its params section, its Single-Edge sizing, and one small end-to-end run of
-``run_evaluation`` (real device processes on a tiny model) with every file it promises."""
+"""The evaluation: its params section, its Single-Edge sizing, and small end-to-end runs of
+``run_evaluation`` (real device processes on tiny models): a sentence-embedding BERT with every
+file it promises, a GPT-2 LM scored by perplexity and KL, a ViT classifier by top-1 agreement."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ import torch
 from coformer.adapters import canonicalize
 from coformer.calibrate import CalibrationConfig, build_student, save_student
 from coformer.data import load_pairs, load_texts
+from coformer.data.prepared import Prepared, prepare_data
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of
 from coformer.errors import CoFormerError
 from coformer.evaluation import EvaluateConfig, run_evaluation
@@ -44,24 +47,83 @@ def tiny_loaded():
     return LoadedModel("tiny", "tiny", model, AutoTokenizer.from_pretrained(resolve("default")), canonicalize(model, "mean", True))
 
 
-@pytest.mark.parametrize("family", ["gpt2", "vit"])
-def test_a_model_it_cannot_score_is_refused_by_name(family, tmp_path):
-    """An LM or an image classifier would get embedding scores that mean nothing: refused up front."""
-    from conftest import tiny_gpt2, tiny_vit
+def tiny_lm() -> tuple[LoadedModel, Prepared]:
+    """A tiny random GPT-2 LM over the MiniLM vocabulary (a real tokenizer, offline) and real text."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    model = tiny_gpt2() if family == "gpt2" else tiny_vit(classifier=True)
-    loaded = LoadedModel(f"tiny-{family}", "", model, None, canonicalize(model))
-    with pytest.raises(CoFormerError, match=rf"base.model 'tiny-{family}' is an? (language-model|image) model.*dvc repro package"):
-        run_evaluation(loaded, None, "default", [], [], [], tmp_path / "out", EvaluateConfig(), CalibrationConfig())
+    tokenizer = AutoTokenizer.from_pretrained(resolve("default"))
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=tokenizer.vocab_size, n_positions=64)).eval()
+    texts = load_texts("builtin", "evaluation", limit=16)
+    return LoadedModel("tiny-gpt2", "", model, tokenizer, canonicalize(model)), Prepared("tokens", {"calibration": texts, "evaluation": texts}, [])
+
+
+def tiny_image_classifier() -> tuple[LoadedModel, Prepared]:
+    """A tiny random ViT classifier (16 px images, 3 classes) and the prepare stage's synthetic images."""
+    from conftest import tiny_vit
+    from transformers import ViTImageProcessor
+
+    model = tiny_vit(classifier=True)
+    processor = ViTImageProcessor(size={"height": 16, "width": 16})
+    return LoadedModel("tiny-vit", "", model, processor, canonicalize(model)), prepare_data("pixels", "builtin", "text", 0, 16, 8, 16)
+
+
+def equal_split(canonical, folder):
+    """An equal two-device s = 0 split saved as a calibrated folder (the searched row)."""
+    shares = [DeviceShare(name=f"core{k}", heads=1, neurons=1) for k in range(2)]
+    policy = build_policy(shape_of(canonical), compute_importance(canonical.body, "magnitude"), shares, sync=0)
+    return save_student(folder, policy, build_student(canonical, policy))
+
+
+def test_a_sequence_longer_than_the_model_is_refused_by_name(tmp_path):
+    loaded, data = tiny_lm()  # 64 positions
+    with pytest.raises(CoFormerError, match=r"evaluate.seq_len=128 but the model has 64 positions; set evaluate.seq_len <= 64"):
+        run_evaluation(loaded, None, "default", data, tmp_path / "out", EvaluateConfig(), CalibrationConfig())
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["gpt2", "vit"])
+def test_lms_and_classifiers_are_scored_by_their_task(family, tmp_path):
+    """Every method of an LM gets perplexity and KL, of a classifier top-1 agreement and KL; the
+    baselines calibrate on the prepared texts or images; the processes reproduce the executor
+    (the gateway and the pipeline included) and the report, CSVs and front speak the task's metrics."""
+    loaded, data = tiny_lm() if family == "gpt2" else tiny_image_classifier()
+    config = EvaluateConfig(
+        methods=["full", "pipe-edge", "single-edge", "aggregate-edge", "coformer-gateway", "coformer"], devices=2, batch_sizes=[2],
+        warmup=0, requests=1, links_mbit=[], quality_texts=8, seq_len=16, max_length=16, baseline_budget=1.0,
+    )
+    recipe = CalibrationConfig(steps_per_stage=1, final_steps=2, batch_size=4, max_length=16, checkpoint_every=0, group_size=2)
+    out = tmp_path / "evaluate"
+    profile = catalog_profile("core", "raspberry-pi-5", "ethernet-1g")
+    calibrated = equal_split(loaded.canonical, tmp_path / "calibrated")
+    metrics = run_evaluation(loaded, calibrated, "default", data, out, config, recipe, profile=profile)
+
+    methods = metrics["methods"]
+    assert metrics["task"] == ("lm" if family == "gpt2" else "classifier")
+    assert methods["single-edge"]["budget"].startswith("1 x calibrate")  # calibrated on the prepared split
+    for key, m in methods.items():
+        if family == "gpt2":
+            assert math.isfinite(m["perplexity"]) and m["perplexity"] > 1 and m["kl"] >= 0, (key, m)
+            assert "agreement" not in m
+        else:
+            assert 0 <= m["agreement"] <= 1 and m["kl"] >= 0 and "perplexity" not in m, (key, m)
+        assert not any(k.startswith("recall") for k in m)
+    assert methods["full"]["kl"] == 0 < methods["single-edge"]["kl"]  # exact methods are the teacher, a pruned model is not
+    if family == "gpt2":
+        assert methods["full"]["perplexity"] == pytest.approx(metrics["teacher"]["perplexity"])
+    rows = list(csv.DictReader(open(out / "methods.csv")))
+    assert {r["method"] for r in rows} == set(methods) and all(float(r["runtime_error"]) < 1e-5 for r in rows)
+    scores = ["kl", "perplexity", "cosine"] if family == "gpt2" else ["agreement", "kl", "cosine"]
+    assert next(csv.reader(open(out / "front.csv"))) == ["method", "latency_ms", *scores]
+    report = (out / "report.md").read_text()
+    assert f"| {' | '.join(scores)} |" in report
+    assert ("16 tokens per sequence" if family == "gpt2" else "16 px images (16 patches each)") in report
+
+
+@pytest.mark.slow
 def test_run_evaluation_writes_every_output(tiny_loaded, tmp_path):
-    canonical = tiny_loaded.canonical
-    shares = [DeviceShare(name=f"core{k}", heads=1, neurons=1) for k in range(2)]
-    policy = build_policy(shape_of(canonical), compute_importance(canonical.body, "magnitude"), shares, sync=0)
-    calibrated = save_student(tmp_path / "calibrated", policy, build_student(canonical, policy))  # an equal s=0 split
+    calibrated = equal_split(tiny_loaded.canonical, tmp_path / "calibrated")
     config = EvaluateConfig(
         methods=["full", "aggregate-edge", "coformer"], devices=2, batch_sizes=[2], warmup=0, requests=1, links_mbit=[],
         importance="magnitude", quality_texts=8, quality_pairs=8, seq_len=16, max_length=16,
@@ -69,9 +131,8 @@ def test_run_evaluation_writes_every_output(tiny_loaded, tmp_path):
     texts = load_texts("builtin", "evaluation", limit=16)
     profile = catalog_profile("core", "raspberry-pi-5", "ethernet-1g")
     out = tmp_path / "evaluate"
-    metrics = run_evaluation(
-        tiny_loaded, calibrated, "default", texts, load_pairs("evaluation", limit=8), texts, out, config, CalibrationConfig(), profile=profile
-    )
+    data = Prepared("tokens", {"calibration": texts, "evaluation": texts}, load_pairs("evaluation", limit=8))
+    metrics = run_evaluation(tiny_loaded, calibrated, "default", data, out, config, CalibrationConfig(), profile=profile)
     for name in ("metrics.json", "methods.csv", "front.csv", "memory.csv", "fleet.csv", "front.png", "memory.png", "latency_split.png", "report.md"):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "metrics.json").read_text())["targets"] == json.loads(json.dumps(metrics["targets"]))

@@ -1,14 +1,15 @@
 """Every family through the pipeline's stages from params alone, with the quality metric of its kind.
 
 A tiny random GPT-2 LM and a tiny random ViT classifier, saved as local folders the way a user
-would give ``base.model``, go through prepare -> search -> calibrate in-process (the functions the
-DVC scripts and the CLI call) with tiny budgets; the calibrate metrics carry perplexity and KL for
-the LM, top-1 agreement and KL for the classifier. The metric functions themselves are checked
+would give ``base.model``, go through prepare -> search -> calibrate -> evaluate in-process (the functions the
+DVC scripts and the CLI call) with tiny budgets; the calibrate and evaluate metrics carry perplexity
+and KL for the LM, top-1 agreement and KL for the classifier. The metric functions themselves are checked
 first, on outputs whose result can be worked out by hand.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from types import SimpleNamespace
@@ -25,6 +26,9 @@ BUDGETS = [
     "search.trials=2", "search.texts=8", "search.fit_texts=6", "search.max_length=16", "search.batch=1", "search.seq_len=16",
     "calibrate.steps_per_stage=2", "calibrate.final_steps=2", "calibrate.batch_size=4", "calibrate.max_length=16",
     "calibrate.warm_start_texts=8", "calibrate.checkpoint_every=0", "calibrate.threads=1",
+    "evaluate.methods=[full,aggregate-edge,coformer]", "evaluate.devices=2", "evaluate.batch_sizes=[2]", "evaluate.seq_len=16",
+    "evaluate.warmup=0", "evaluate.requests=1", "evaluate.links_mbit=[]", "evaluate.baseline_budget=0", "evaluate.quality_texts=8",
+    "evaluate.max_length=16",
 ]  # fmt: skip
 
 
@@ -67,7 +71,7 @@ def run_stages(model, folder, tracking, monkeypatch) -> dict:
     """prepare -> search -> calibrate on the saved ``model`` folder; the calibrate metrics."""
     from coformer.adapters import canonicalize
     from coformer.params import load_params
-    from coformer.stages import calibrate, prepare, search
+    from coformer.stages import calibrate, evaluate, prepare, search
 
     torch.set_num_threads(1)
     monkeypatch.chdir(folder)  # MLflow puts artifacts under ./mlruns
@@ -78,7 +82,18 @@ def run_stages(model, folder, tracking, monkeypatch) -> dict:
     assert (folder / "search" / "policy.json").is_file()
     calibrate.run(params, folder / "data", folder / "search", folder / "calibrate")
     assert (folder / "calibrate" / "aggregator" / "model.safetensors").is_file()
+    evaluate.run(params, folder / "data", folder / "calibrate", folder / "fleet.json", None, folder / "evaluate")
     return json.loads((folder / "calibrate" / "metrics.json").read_text())
+
+
+def evaluated(folder) -> dict:
+    """The evaluate stage's metrics, after checking every measured series matched the executor (a
+    searched policy on more devices than cores is the cost model's only)."""
+    metrics = json.loads((folder / "evaluate" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"full", "aggregate-edge", "coformer"}
+    measured = [r for r in csv.DictReader(open(folder / "evaluate" / "methods.csv")) if r["measured"] == "True"]
+    assert measured and all(float(r["runtime_error"]) < 1e-5 for r in measured)
+    return metrics
 
 
 @pytest.mark.slow
@@ -98,6 +113,8 @@ def test_gpt2_lm_reports_perplexity_and_kl(tmp_path, tracking, monkeypatch):
         assert math.isfinite(metrics[key]), (key, metrics)
     assert metrics["teacher_perplexity"] > 1 and metrics["after_perplexity"] > 1
     assert not any(k.endswith("agreement") for k in metrics)
+    evaluation = evaluated(tmp_path)
+    assert evaluation["task"] == "lm" and evaluation["methods"]["coformer"]["perplexity"] == pytest.approx(metrics["after_perplexity"], rel=1e-4)
 
 
 @pytest.mark.slow
@@ -113,3 +130,5 @@ def test_vit_classifier_reports_agreement_and_kl(tmp_path, tracking, monkeypatch
         assert 0 <= metrics[key] <= 1, (key, metrics)
     assert metrics["after_kl"] >= 0 and math.isfinite(metrics["after_kl"])
     assert not any(k.endswith("perplexity") or k.startswith("teacher_") for k in metrics)
+    evaluation = evaluated(tmp_path)
+    assert evaluation["task"] == "classifier" and evaluation["methods"]["coformer"]["agreement"] == pytest.approx(metrics["after_agreement"])

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from coformer.calibrate.targets import BATCH_INDEX
 from coformer.data import text_batches
+from coformer.data.prepared import Prepared
 from coformer.errors import DataError
 
 Batch = dict[str, torch.Tensor]
@@ -57,6 +58,13 @@ class CalibrationData(L.LightningDataModule):
             for b, start in zip(batches, range(0, len(texts), batch_size)):
                 b["labels"] = torch.tensor([labels[i] for i in order[start : start + batch_size]])
         return cls(batches, seed)
+
+    @classmethod
+    def from_prepared(cls, prepared: Prepared, processor, batch_size: int, max_length: int, seed: int = 0) -> CalibrationData:
+        """The prepare stage's calibration split: length-bucketed text batches, or image batches in order."""
+        if prepared.kind == "tokens":
+            return cls.from_texts(processor, prepared.splits["calibration"], batch_size, max_length, seed)
+        return cls(prepared.batches(processor, "calibration", batch_size, max_length), seed)
 
     def sample(self, texts: int) -> list[Batch]:
         """About ``texts`` inputs in whole batches, spread evenly over the length-sorted batches."""

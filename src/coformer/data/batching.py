@@ -14,8 +14,9 @@ from coformer.errors import DataError
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int = 128) -> dict:
-    """Pad to the longest text and truncate to ``max_length``: ``{key: (B, T)}``.
+def tokenize(tokenizer, texts: list[str], max_length: int = 128, fixed: bool = False) -> dict:
+    """Pad to the longest text (``fixed``: to ``max_length`` itself, a timed request's shape) and
+    truncate to ``max_length``: ``{key: (B, T)}``.
 
     Tokenizers without a pad token (GPT-2's) pad with their end-of-text token; the attention
     mask hides the padding either way.
@@ -26,7 +27,8 @@ def tokenize(tokenizer, texts: list[str], max_length: int = 128) -> dict:
         if tokenizer.eos_token is None:
             raise DataError("the tokenizer has neither a pad nor an end-of-text token; set tokenizer.pad_token")
         tokenizer.pad_token = tokenizer.eos_token
-    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    padding = "max_length" if fixed else True
+    encoded = tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
     return {key: encoded[key] for key in TEXT_KEYS if key in encoded}  # each (B, T)
 
 

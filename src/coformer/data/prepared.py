@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from coformer.data.batching import image_batches, text_batches
+from coformer.data.batching import image_batches, text_batches, tokenize
 from coformer.data.corpus import RetrievalPair, load_pairs
 from coformer.data.images import load_images
 from coformer.data.sources import BUILTIN, load_texts
@@ -73,14 +73,26 @@ class Prepared:
         pairs = [RetrievalPair(**row) for row in read_jsonl(folder / PAIRS)]
         return cls(kind, splits, pairs)
 
-    def batches(self, processor, split: str, batch_size: int, max_length: int, limit: int | None = None) -> list[dict]:
-        """Model inputs of the first ``limit`` items of ``split``: tokenised texts or processed pixels."""
+    def batches(
+        self, processor, split: str, batch_size: int, max_length: int, limit: int | None = None, by_length: bool = False
+    ) -> list[dict]:
+        """Model inputs of the first ``limit`` items of ``split``: tokenised texts or processed pixels.
+        ``by_length`` sorts texts by length first, so batches pad little (the metrics do not change)."""
         items = self.splits[split][:limit]
         if self.kind == "tokens":
-            return text_batches(processor, items, batch_size, max_length)
+            return text_batches(processor, sorted(items, key=len) if by_length else items, batch_size, max_length)
         from PIL import Image
 
         return image_batches(processor, [Image.fromarray(a) for a in items], batch_size)
+
+    def request(self, processor, batch: int, seq_len: int) -> dict:
+        """One timed request: the first ``batch`` held-out items, texts padded to exactly ``seq_len`` tokens."""
+        items = self.splits["evaluation"][:batch]
+        if len(items) < batch:
+            raise DataError(f"a request of {batch} needs {batch} held-out items, the evaluation split has {len(items)}; raise data.eval_limit")
+        if self.kind == "tokens":
+            return tokenize(processor, items, seq_len, fixed=True)
+        return self.batches(processor, "evaluation", batch, seq_len, limit=batch)[0]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

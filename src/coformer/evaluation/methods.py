@@ -128,7 +128,7 @@ class Builder:
 def build_methods(
     builder: Builder,
     cores: int,
-    single: tuple[str, float],
+    single: tuple[str, float] | None,
     calibrated: Path | None,
     recipe: CalibrationConfig,
     wanted: list[str],

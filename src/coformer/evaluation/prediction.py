@@ -33,15 +33,17 @@ def report_row(name: str, devices: list[str], report, full_latency: float) -> di
     }
 
 
-def fleet_rows(dims: ModelDims, fleet: Fleet, workload: Workload, single: tuple[str, float], searched: Policy | None) -> list[dict]:
-    """Every method on the target fleet, by the cost model (its regimes, plus Single-Edge and the search's policy)."""
+def fleet_rows(dims: ModelDims, fleet: Fleet, workload: Workload, single: tuple[str, float] | None, searched: Policy | None) -> list[dict]:
+    """Every method on the target fleet, by the cost model (its regimes, plus Single-Edge where a
+    one-device model fits, and the search's policy)."""
     regimes = compare_regimes(dims, fleet, workload)
     full = regimes[0].report.latency_s
     keys = ["full", "aggregate-edge", "distri-edge", "pipe-edge"]
     rows = [report_row(k, r.devices, r.report, full) | {"regime": r.name} for k, r in zip(keys, regimes)]
-    name, keep = single
-    report = estimate(UnitCounts.split(dims, [1.0], sync=0, keep=keep), dims, fleet.single(name), workload)
-    rows.append(report_row("single-edge", [name], report, full) | {"regime": f"one model on {name}, keep {keep:g}"})
+    if single is not None:
+        name, keep = single
+        report = estimate(UnitCounts.split(dims, [1.0], sync=0, keep=keep), dims, fleet.single(name), workload)
+        rows.append(report_row("single-edge", [name], report, full) | {"regime": f"one model on {name}, keep {keep:g}"})
     names = [d.name for d in searched.devices] if searched is not None else []
     if names and set(names) <= set(fleet.names):
         sub = fleet.subset(names, aggregator=fleet.aggregator.name if fleet.aggregator.name in names else None)

@@ -19,19 +19,46 @@ from coformer.evaluation.fidelity import output_fidelity
 from coformer.evaluation.retrieval import retrieval_recall
 from coformer.executor import Teacher
 
-BY_DEFINITION = ("cosine", "agreement")  # keys that are 1 for the teacher itself, not worth reporting beside it
+BY_DEFINITION = ("cosine", "agreement", "kl")  # keys that are 1 (KL: 0) for the teacher itself, not worth reporting beside it
+# What a model's output is for, and the metrics that say how well a student serves it, the one a
+# quality-against-latency front plots first. Lower is better for perplexity and KL.
+TASK_METRICS = {
+    "embedding": ("cosine", "recall@1", "recall@5"),  # pooled, unprojected: a sentence embedding
+    "lm": ("kl", "perplexity", "cosine"),
+    "classifier": ("agreement", "kl", "cosine"),
+    "states": ("cosine",),  # every position's hidden state (a bare encoder or decoder)
+}
+LOWER_IS_BETTER = ("perplexity", "kl")
+
+
+def task_of(head) -> str:
+    """The task of a head (``HeadConfig``): its projection decides, never the family name."""
+    if head.projection in ("lm", "classifier"):
+        return head.projection
+    return "states" if head.pooling == "none" else "embedding"
+
+
+def quality_batch_size(head) -> int:
+    """Held-out inputs per scoring batch: an LM's logits over a 50k vocabulary take 25 MB per
+    128-token text, so LMs score 8 at a time, everything else 64."""
+    return 8 if head.projection == "lm" else 64
 
 
 def quality(teacher, model, tokenizer, batches, pairs, max_length: int) -> dict[str, float]:
-    """``model`` is a student ensemble, or the teacher itself (fidelity 1 by definition)."""
+    """``model`` is a student ensemble, or the teacher itself (fidelity 1 by definition).
+    ``pairs`` are scored for recall only when the model embeds sentences."""
     model.eval()
-    projection = head_config(model).projection
-    metrics = {"cosine": 1.0} if model is teacher else output_fidelity(teacher, model, batches)
+    head = head_config(model)
+    projection = head.projection
+    if model is teacher:
+        metrics = {"cosine": 1.0} | ({"kl": 0.0} if projection != "none" else {})
+    else:
+        metrics = output_fidelity(teacher, model, batches)
     if projection == "lm":
         metrics["perplexity"] = perplexity(model, batches)
     if projection == "classifier":
         metrics["agreement"] = 1.0 if model is teacher else top1_agreement(teacher, model, batches)
-    if pairs:
+    if pairs and task_of(head) == "embedding":
         recall = retrieval_recall(lambda b: model(b).output, tokenizer, pairs, (1, 5), max_length)
         metrics |= {f"recall@{k}": v for k, v in recall.items()}
     return metrics

@@ -14,12 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from coformer.evaluation.config import EvaluateConfig  # noqa: E402
 from coformer.evaluation.methods import PAPER, Method  # noqa: E402
+from coformer.evaluation.quality import BY_DEFINITION, LOWER_IS_BETTER, TASK_METRICS  # noqa: E402
 from coformer.evaluation.summary import find  # noqa: E402
+
+QUALITY = list(dict.fromkeys(k for keys in TASK_METRICS.values() for k in keys))  # every task's scores, once
 
 COLUMNS = [
     "method", "link", "batch", "wire", "micro_batches", "devices", "measured", "latency_ms", "p90_ms", "throughput_seq_s",
     "compute_ms", "comm_ms", "predicted_ms", "prediction_error", "bytes_per_device", "request_cosine", "runtime_error",
-    "cosine", "recall@1", "recall@5", "budget",
+    *QUALITY, "budget",
 ]
 
 
@@ -31,28 +34,35 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 
 def write_outputs(out: Path, metrics: dict, rows: list[dict], memory: list[dict], methods: list[Method], config: EvaluateConfig) -> None:
-    per_method = metrics["methods"]
-    full_rows = [r | {k: per_method[r["method"]].get(k) for k in ("cosine", "recall@1", "recall@5", "budget")} for r in rows]
+    per_method, scores = metrics["methods"], TASK_METRICS[metrics["task"]]
+    full_rows = [r | {k: per_method[r["method"]].get(k) for k in (*QUALITY, "budget")} for r in rows]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     write_csv(out / "methods.csv", full_rows, COLUMNS)
     largest = max(config.batch_sizes)
     front = [r for r in full_rows if r["measured"] and r["link"] == "loopback" and r["batch"] == largest and r["micro_batches"] == 1]
-    write_csv(out / "front.csv", front, ["method", "latency_ms", "cosine", "recall@1"])
+    write_csv(out / "front.csv", front, ["method", "latency_ms", *scores])
     write_csv(out / "memory.csv", memory, ["method", "rank", "role", "core", "param_bytes", "rss_bytes"])
     fleet = list(metrics["fleet"].values())
     write_csv(out / "fleet.csv", fleet, ["method", "regime", "devices", "latency_ms", "speedup", "memory_max_mb", "energy_j", "traffic_mb", "fits"])
-    plot_front(out / "front.png", front, largest)
+    plot_front(out / "front.png", front, largest, scores[0])
     plot_memory(out / "memory.png", memory)
     plot_split(out / "latency_split.png", [r for r in full_rows if r["measured"] and r["micro_batches"] == 1])
     (out / "report.md").write_text(markdown(metrics, full_rows, config))
 
 
-def plot_front(path: Path, front: list[dict], batch: int) -> None:
+SCORE_LABELS = {
+    "cosine": "output cosine to the teacher",
+    "kl": "KL(teacher || method) per token, lower is better",
+    "agreement": "top-1 agreement with the teacher",
+}
+
+
+def plot_front(path: Path, front: list[dict], batch: int, score: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in front:
-        ax.scatter(r["latency_ms"], r["cosine"])
-        ax.annotate(r["method"], (r["latency_ms"], r["cosine"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set(xlabel=f"measured latency, batch {batch} (ms)", ylabel="output cosine to the teacher", title="quality against latency")
+        ax.scatter(r["latency_ms"], r[score])
+        ax.annotate(r["method"], (r["latency_ms"], r[score]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xlabel=f"measured latency, batch {batch} (ms)", ylabel=SCORE_LABELS[score], title="quality against latency")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -92,25 +102,28 @@ def fmt(value, spec: str = ".1f") -> str:
 
 
 def markdown(metrics: dict, rows: list[dict], config: EvaluateConfig) -> str:
-    methods, t = metrics["methods"], metrics["targets"]
+    methods, t, scores = metrics["methods"], metrics["targets"], TASK_METRICS[metrics["task"]]
+    score = scores[0]
+    best = min if score in LOWER_IS_BETTER else max
+    teacher = {k: v for k, v in metrics["teacher"].items() if k not in BY_DEFINITION}
     lines = [
         "# Evaluation",
         "",
         f"{metrics['devices']} device processes, one per core, one torch thread each, over gloo; slow links: {metrics['shaping']}. "
-        f"{config.requests} timed requests after {config.warmup} warm-up per series, {config.seq_len} tokens per sequence. "
-        f"Baselines calibrated at {config.baseline_budget:g} of the calibrate section's steps (scaled down to keep the default pipeline short).",
+        f"{config.requests} timed requests after {config.warmup} warm-up per series, {metrics['request']}. "
+        f"Baselines calibrated at {config.baseline_budget:g} of the calibrate section's steps (scaled down to keep the default pipeline short). "
+        f"Quality ({metrics['task']} model): {', '.join(scores)} against the teacher"
+        + (f" (the teacher's own: {', '.join(f'{k} {v:.4g}' for k, v in teacher.items())})." if teacher else "."),
         "",
-        "| method | devices | calibration budget | cosine | recall@1 | params/device | " + " | ".join(f"b{b} ms" for b in config.batch_sizes) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(config.batch_sizes),
+        f"| method | devices | calibration budget | {' | '.join(scores)} | params/device | " + " | ".join(f"b{b} ms" for b in config.batch_sizes) + " |",
+        "|---|---|---|" + "---|" * len(scores) + "---|" + "---|" * len(config.batch_sizes),
     ]
     for key, m in methods.items():
         latencies = [find(rows, key, f"b{b}") for b in config.batch_sizes]
         cells = [fmt(r["latency_ms"]) if r and r["measured"] else f"{fmt(r and r.get('predicted_ms'))} (predicted)" for r in latencies]
         ratio = f"{m['param_ratio']:.2f}x" if "param_ratio" in m else "-"
-        lines.append(
-            f"| {PAPER[key]} | {m['devices']} | {m['budget']} | {fmt(m.get('cosine'), '.3f')} | {fmt(m.get('recall@1'), '.3f')} | {ratio} | "
-            + " | ".join(cells) + " |"
-        )
+        quality = " | ".join(fmt(m.get(score), ".4g") for score in scores)
+        lines.append(f"| {PAPER[key]} | {m['devices']} | {m['budget']} | {quality} | {ratio} | " + " | ".join(cells) + " |")
     lines += ["", "Targets:", ""]
     for name, v in t.items():
         bound = f">= {v['at_least']}" if "at_least" in v else f"<= {v['at_most']}"
@@ -120,14 +133,14 @@ def markdown(metrics: dict, rows: list[dict], config: EvaluateConfig) -> str:
         b = max(config.batch_sizes)
         fastest = min(measured, key=lambda k: measured[k][f"latency_ms_b{b}"])
         lines += ["", f"Fastest at batch {b} on the loopback: {PAPER[fastest]}."]
-        inexact = [k for k, m in methods.items() if not m["exact"] and "cosine" in m]
+        inexact = [k for k, m in methods.items() if not m["exact"] and score in m]
         if inexact:
-            lines[-1] += f" Closest to the teacher among the inexact methods: {PAPER[max(inexact, key=lambda k: methods[k]['cosine'])]}."
+            lines[-1] += f" Closest to the teacher among the inexact methods ({score}): {PAPER[best(inexact, key=lambda k: methods[k][score])]}."
 
     if "single-edge" in methods and "aggregate-edge" in methods:
         s, a = methods["single-edge"], methods["aggregate-edge"]
         lines.append(
-            f"Single-Edge against Aggregate-Edge at the same budget: cosine {fmt(s.get('cosine'), '.3f')} vs {fmt(a.get('cosine'), '.3f')}, "
+            f"Single-Edge against Aggregate-Edge at the same budget: {score} {fmt(s.get(score), '.4g')} vs {fmt(a.get(score), '.4g')}, "
             f"batch-{max(config.batch_sizes)} latency {fmt(s.get(f'latency_ms_b{max(config.batch_sizes)}'))} vs {fmt(a.get(f'latency_ms_b{max(config.batch_sizes)}'))} ms."
         )
     if "coformer-gateway" in methods and "aggregate-edge" in methods:

@@ -19,18 +19,18 @@ from rich.console import Console
 from rich.progress import Progress
 
 from coformer.calibrate import CalibrationConfig, CalibrationData, load_student
-from coformer.data import RetrievalPair, text_batches
+from coformer.data.prepared import Prepared
 from coformer.decompose import compute_importance
-from coformer.errors import CoFormerError
+from coformer.errors import CoFormerError, InfeasibleFleetError
 from coformer.evaluation.config import EvaluateConfig
 from coformer.evaluation.methods import Builder, Method, build_methods, fitting_keep
 from coformer.evaluation.prediction import fleet_rows, paper_rows, predict_measured
-from coformer.evaluation.quality import output_cosine, quality
+from coformer.evaluation.quality import output_cosine, quality, quality_batch_size, task_of
 from coformer.evaluation.report import write_outputs
 from coformer.evaluation.summary import memory_rows, method_metrics, targets
-from coformer.evaluation.timing import request_inputs, time_methods
+from coformer.evaluation.timing import time_methods
 from coformer.executor import Teacher
-from coformer.fleet import DeviceProfile, ModelDims, Workload, load_fleet, load_profile
+from coformer.fleet import DeviceProfile, Fleet, ModelDims, Workload, load_fleet, load_profile
 from coformer.runtime import shaping_unavailable
 
 
@@ -38,9 +38,7 @@ def run_evaluation(
     loaded,
     calibrated: str | Path | None,
     fleet: str | Path,
-    texts: list[str],
-    pairs: list[RetrievalPair],
-    calibration_texts: list[str],
+    data: Prepared,
     out: str | Path,
     config: EvaluateConfig,
     recipe: CalibrationConfig,
@@ -52,58 +50,62 @@ def run_evaluation(
     what metrics.json holds plus ``series``, the rows of methods.csv.
 
     ``loaded``: the teacher (``coformer.loading.load_model``); ``calibrated``: the calibrate stage's
-    folder (None: no searched row); ``fleet``: fleet file or catalog name; ``texts`` / ``pairs``:
-    the held-out split; ``calibration_texts`` and ``recipe``: what the baselines are calibrated on,
-    at ``config.baseline_budget`` of the recipe's steps; ``profile``: one core of this machine
-    (the profile stage's device.json; None: measured now); ``work``: where the baselines' folders
-    are built (None: a temporary folder, deleted).
+    folder (None: no searched row); ``fleet``: fleet file or catalog name; ``data``: the prepare
+    stage's texts or images: the held-out split is timed and scored (with the metrics of the
+    model's task, ``quality.TASK_METRICS``), the calibration split ranks units and calibrates the
+    baselines with ``recipe`` at ``config.baseline_budget`` of its steps; ``profile``: one core of
+    this machine (the profile stage's device.json; None: measured now); ``work``: where the
+    baselines' folders are built (None: a temporary folder, deleted).
     """
-    check_scorable(loaded)
+    seq_len = request_length(loaded.canonical.config, config)
     started = time.time()
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    canonical, tokenizer = loaded.canonical, loaded.processor
+    canonical, processor = loaded.canonical, loaded.processor
+    head = canonical.head.config
     cores = config.devices or len(os.sched_getaffinity(0))
     dims = ModelDims.from_canonical(canonical)
     target = load_fleet(fleet)
-    largest = Workload(batch=max(config.batch_sizes), seq_len=config.seq_len)
-    single = fitting_keep(dims, target, largest, cores) if config.single_keep is None else (target.devices[0].name, config.single_keep)
+    largest = Workload(batch=max(config.batch_sizes), seq_len=seq_len)
+    single = single_edge_size(dims, target, largest, cores, config)
     teacher = Teacher(canonical.body, canonical.head).eval().requires_grad_(False)
     calibrated = Path(calibrated) if calibrated is not None else None
+    limit = canonical.config.max_tokens or config.max_length
     with tempfile.TemporaryDirectory(prefix="coformer-evaluate-") as tmp, Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluate: building the baselines", total=None)
-        importance = compute_importance(
-            canonical.body, config.importance, text_batches(tokenizer, calibration_texts[:32], 8, 64) if config.importance == "activation" else None
-        )
-        data = None
+        ranking = data.batches(processor, "calibration", 8, min(64, limit), limit=32) if config.importance == "activation" else None
+        importance = compute_importance(canonical.body, config.importance, ranking)
+        train = None
         if config.baseline_budget > 0:
-            data = CalibrationData.from_texts(tokenizer, calibration_texts, recipe.batch_size, recipe.max_length, recipe.seed)
-        builder = Builder(loaded, importance, data, recipe, config.baseline_budget, Path(work or tmp))
+            train = CalibrationData.from_prepared(data, processor, recipe.batch_size, min(recipe.max_length, limit), recipe.seed)
+        builder = Builder(loaded, importance, train, recipe, config.baseline_budget, Path(work or tmp))
         methods = build_methods(builder, cores, single, calibrated, recipe, config.methods)
 
         phases = {"baselines": time.time() - started}
         progress.update(task, description="evaluate: quality against the teacher")
-        held = text_batches(tokenizer, sorted(texts[: config.quality_texts], key=len), 64, config.max_length)
-        pairs = list(pairs[: config.quality_pairs])
-        scores = method_quality(methods, teacher, tokenizer, held, pairs, config.max_length)
+        max_length = min(config.max_length, limit)
+        held = data.batches(processor, "evaluation", quality_batch_size(head), max_length, limit=config.quality_texts, by_length=True)
+        scores = method_quality(methods, teacher, processor, held, data.pairs[: config.quality_pairs], max_length)
 
         phases["quality"] = time.time() - started - sum(phases.values())
         unavailable = shaping_unavailable()
         if unavailable:
             console.print(f"evaluate: slow links not shaped ({unavailable}); their latencies are the cost model's, labelled predicted")
-        requests = {b: request_inputs(tokenizer, texts, b, config.seq_len) for b in {*config.batch_sizes, config.shaped_batch}}
+        requests = {b: data.request(processor, b, seq_len) for b in {*config.batch_sizes, config.shaped_batch}}
         runs = time_methods(methods, config, requests, unavailable, lambda d: progress.update(task, description=f"evaluate: timing {d}"))
 
         phases["timing"] = time.time() - started - sum(phases.values())
         progress.update(task, description="evaluate: the cost model")
-        core = resolve_profile(profile, dims, config)
+        core = resolve_profile(profile, dims, seq_len)
         references = reference_outputs(methods, teacher, requests)
-        rows = series_rows(runs, methods, references, dims, core, config, unavailable)
+        rows = series_rows(runs, methods, references, dims, core, config, seq_len, unavailable)
         metrics = {
             "seconds": 0.0,
             "devices": cores,
-            "shaping": unavailable or "tc tbf between network namespaces",
+            "task": task_of(head),
+            "request": request_shape(canonical.config, seq_len),
+            "shaping": unavailable or ("tc tbf between network namespaces" if config.links_mbit else "none asked for (evaluate.links_mbit)"),
             "teacher": scores["teacher"],
             "methods": method_metrics(methods, rows, runs, scores, config),
             "fleet": {r["method"]: r for r in fleet_rows(dims, target, largest, single, next((m.policy for m in methods if m.key == "coformer"), None))},
@@ -116,17 +118,34 @@ def run_evaluation(
     return metrics | {"series": rows}
 
 
-def check_scorable(loaded) -> None:
-    """The evaluation times text requests and scores sentence embeddings (cosine to the teacher,
-    retrieval recall): refuse a model it would score wrongly instead of printing numbers that mean nothing."""
-    config, head = loaded.canonical.body.config, loaded.canonical.head.config
-    if config.input_kind == "tokens" and head.projection == "none" and head.pooling != "none":
-        return
-    kind = "an image" if config.input_kind == "pixels" else {"lm": "a language-model", "classifier": "a classifier"}.get(head.projection, "a token-state")
-    raise CoFormerError(
-        f"evaluate scores sentence embeddings; base.model {loaded.name!r} is {kind} model, whose perplexity/KL or "
-        "accuracy rows are not implemented: run the other stages with `dvc repro package` (calibrate reports its fidelity)"
-    )
+def single_edge_size(dims: ModelDims, fleet: Fleet, workload: Workload, cores: int, config: EvaluateConfig) -> tuple[str, float] | None:
+    """Single-Edge's (device, kept fraction); None where no one-device model fits the fleet and the
+    row is not asked for (its predicted fleet row is then left out too)."""
+    if config.single_keep is not None:
+        return fleet.devices[0].name, config.single_keep
+    try:
+        return fitting_keep(dims, fleet, workload, cores)
+    except InfeasibleFleetError:
+        if "single-edge" in config.methods:
+            raise
+        return None
+
+
+def request_length(config, evaluate: EvaluateConfig) -> int:
+    """Tokens per timed sequence: ``evaluate.seq_len``, refused where the model has fewer positions
+    (an image model's sequence is its patches, whatever seq_len says)."""
+    if config.input_kind == "tokens" and config.max_tokens and evaluate.seq_len > config.max_tokens:
+        raise CoFormerError(
+            f"evaluate.seq_len={evaluate.seq_len} but the model has {config.max_tokens} positions; set evaluate.seq_len <= {config.max_tokens}"
+        )
+    return evaluate.seq_len
+
+
+def request_shape(config, seq_len: int) -> str:
+    """What one timed sequence is, in words, for the report."""
+    if config.input_kind == "pixels":
+        return f"{config.image_size} px images ({(config.image_size // config.patch_size) ** 2} patches each)"
+    return f"{seq_len} tokens per sequence"
 
 
 def method_quality(methods: list[Method], teacher, tokenizer, held, pairs, max_length: int) -> dict[str, dict]:
@@ -156,24 +175,24 @@ def reference_outputs(methods: list[Method], teacher, requests) -> dict:
     return refs
 
 
-def resolve_profile(profile, dims: ModelDims, config: EvaluateConfig) -> DeviceProfile:
+def resolve_profile(profile, dims: ModelDims, seq_len: int) -> DeviceProfile:
     if isinstance(profile, DeviceProfile):
         return profile
     if profile is not None:
         return load_profile(profile)
     from coformer.fleet.measure import measure_device
 
-    return measure_device(dims, Workload(batch=1, seq_len=config.seq_len), threads=1, core=max(os.sched_getaffinity(0)), repeats=3).profile
+    return measure_device(dims, Workload(batch=1, seq_len=seq_len), threads=1, core=max(os.sched_getaffinity(0)), repeats=3).profile
 
 
-def series_rows(runs, methods, references, dims, core, config: EvaluateConfig, unavailable: str | None) -> list[dict]:
+def series_rows(runs, methods, references, dims, core, config: EvaluateConfig, seq_len: int, unavailable: str | None) -> list[dict]:
     """One row per timed series (and per predicted-only series), with the cost model beside it."""
     rows = []
     for method, rate, result in runs:
         link = "loopback" if rate is None else f"{rate:g} Mbit/s"
         for s in result.sets.values():
             batch = int(s.name.split("-")[0][1:])
-            predicted = None if s.micro_batches > 1 else predict_measured(method, dims, core, Workload(batch=batch, seq_len=config.seq_len), rate)
+            predicted = None if s.micro_batches > 1 else predict_measured(method, dims, core, Workload(batch=batch, seq_len=seq_len), rate)
             latency = s.median_s
             rows.append(
                 {
@@ -201,7 +220,7 @@ def series_rows(runs, methods, references, dims, core, config: EvaluateConfig, u
         predicted_only += [(m, rate) for rate in config.links_mbit for m in methods if m.measurable and m.key in config.shaped_methods]
     for method, rate in predicted_only:
         batch = config.batch_sizes[-1] if rate is None else config.shaped_batch
-        predicted = predict_measured(method, dims, core, Workload(batch=batch, seq_len=config.seq_len), rate)
+        predicted = predict_measured(method, dims, core, Workload(batch=batch, seq_len=seq_len), rate)
         link = "loopback" if rate is None else f"{rate:g} Mbit/s"
         rows.append(
             {"method": method.key, "link": link, "batch": batch, "wire": "fp32", "micro_batches": 1, "devices": method.devices,

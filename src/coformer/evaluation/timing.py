@@ -2,7 +2,7 @@
 links (where this machine permits them) for the methods whose devices talk to each other.
 
 A row is one timed series: (method, link, batch, wire dtype, micro-batches). Inputs are real
-held-out texts padded to ``seq_len`` tokens, the same for every method.
+held-out texts padded to ``seq_len`` tokens (or held-out images), the same for every method.
 """
 
 from __future__ import annotations
@@ -14,15 +14,8 @@ import torch
 from coformer.evaluation.config import EvaluateConfig
 from coformer.evaluation.methods import Method
 from coformer.runtime import Network, RequestSet, RunResult, RuntimePlan, Zygote, loopback, run_plan, shaped
-from coformer.runtime.flow import KEYS
 
 Inputs = dict[str, torch.Tensor]
-
-
-def request_inputs(tokenizer, texts: list[str], batch: int, seq_len: int) -> Inputs:
-    """``batch`` texts as one request of exactly ``seq_len`` tokens each."""
-    encoded = tokenizer(texts[:batch], padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
-    return {k: v for k, v in encoded.items() if k in KEYS}
 
 
 def series(method: Method, config: EvaluateConfig, shaped_link: bool) -> list[RequestSet]:

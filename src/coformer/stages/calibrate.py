@@ -10,8 +10,7 @@ from pathlib import Path
 
 from coformer.calibrate import CalibrationData, calibrate, load_student
 from coformer.calibrate.student import AGGREGATOR, DEVICES, POLICY
-from coformer.data.prepared import Prepared
-from coformer.evaluation.quality import BY_DEFINITION, quality
+from coformer.evaluation.quality import BY_DEFINITION, quality, quality_batch_size
 from coformer.executor import Teacher
 from coformer.loading import load_model
 from coformer.params import Params
@@ -23,13 +22,6 @@ METRICS, CURVE = "metrics.json", "curve.csv"
 
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
-
-
-def calibration_data(prepared: Prepared, processor, params: Params, max_length: int) -> CalibrationData:
-    config = params.calibrate
-    if prepared.kind == "tokens":
-        return CalibrationData.from_texts(processor, prepared.splits["calibration"], config.batch_size, max_length, config.seed)
-    return CalibrationData(prepared.batches(processor, "calibration", config.batch_size, max_length), config.seed)
 
 
 def write_curve(path: Path, curve: list[dict]) -> None:
@@ -54,13 +46,12 @@ def run(params: Params, prepared: Path | None, decomposed: Path, out: Path) -> d
     policy, student = load_student(decomposed, canonical)
     teacher = Teacher(canonical.body, canonical.head).eval().requires_grad_(False)
     limit = canonical.config.max_tokens
-    train = calibration_data(prepared, processor, params, min(config.max_length, limit or config.max_length))
+    train = CalibrationData.from_prepared(prepared, processor, config.batch_size, min(config.max_length, limit or config.max_length), config.seed)
     eval_length = min(data.max_length, limit or data.max_length)
-    held = prepared.batches(processor, "evaluation", 64, eval_length)
-    pairs = prepared.pairs if canonical.head.config.pooling != "none" else []
+    held = prepared.batches(processor, "evaluation", quality_batch_size(canonical.head.config), eval_length, by_length=True)
     with stage_run(params, "calibrate") as run:
-        metrics = prefixed("before", quality(teacher, student, processor, held, pairs, eval_length))
-        own = quality(teacher, teacher, processor, held, pairs, eval_length)  # recall, LM perplexity: the reference
+        metrics = prefixed("before", quality(teacher, student, processor, held, prepared.pairs, eval_length))
+        own = quality(teacher, teacher, processor, held, prepared.pairs, eval_length)  # recall, LM perplexity: the reference
         metrics |= prefixed("teacher", {k: v for k, v in own.items() if k not in BY_DEFINITION})
         print(f"calibrate: {len(student.submodels)} sub-models (s={policy.sync}), {len(prepared.splits['calibration'])} inputs, "
               f"before {metrics}", flush=True)  # fmt: skip
@@ -71,7 +62,7 @@ def run(params: Params, prepared: Path | None, decomposed: Path, out: Path) -> d
         )  # fmt: skip
         if result.resumed:
             print(f"calibrate: resumed after stage(s) {', '.join(result.resumed)}", flush=True)
-        metrics |= prefixed("after", quality(teacher, student, processor, held, pairs, eval_length))
+        metrics |= prefixed("after", quality(teacher, student, processor, held, prepared.pairs, eval_length))
         metrics["seconds"] = time.time() - start
         (out / METRICS).write_text(json.dumps(metrics, indent=1))
         write_curve(out / CURVE, result.curve)

@@ -22,8 +22,7 @@ def run(params: Params, prepared: Path | None, calibrated: Path, fleet: Path | N
     data = read_prepared(prepared, params, loaded.canonical.config)
     with stage_run(params, "evaluate"):
         metrics = run_evaluation(
-            loaded, calibrated, fleet or params.base.fleet, data.splits["evaluation"], data.pairs, data.splits["calibration"],
-            out, params.evaluate, params.calibrate, profile=device,
+            loaded, calibrated, fleet or params.base.fleet, data, out, params.evaluate, params.calibrate, profile=device,
         )  # fmt: skip
         log_outputs(flat_numbers(metrics), sorted(p for p in out.iterdir() if p.is_file()))
     return metrics
