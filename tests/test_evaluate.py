@@ -82,6 +82,16 @@ def test_a_sequence_longer_than_the_model_is_refused_by_name(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_another_models_calibrated_folder_is_refused_before_any_work(tiny_loaded, tmp_path):
+    """Sub-models of the BERT embedder would be scored against the GPT-2 teacher: refused by name."""
+    loaded, data = tiny_lm()
+    calibrated = equal_split(tiny_loaded.canonical, tmp_path / "calibrated")
+    with pytest.raises(CoFormerError, match=r"calibrated holds a decomposition of another model \(2 blocks, width 32, none head\) than base.model "
+                       r"\(2 blocks, width 32, lm head\): calibrate this model first"):  # fmt: skip
+        run_evaluation(loaded, calibrated, "default", data, tmp_path / "out", EvaluateConfig(seq_len=16), CalibrationConfig())
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "vit"])
 def test_lms_and_classifiers_are_scored_by_their_task(family, tmp_path):

@@ -21,9 +21,10 @@ import numpy as np
 
 from coformer.calibrate import CalibrationConfig, CalibrationData, build_student, calibrate, save_student
 from coformer.decompose import DeviceShare, Importance, Policy, build_policy, quotas, shape_of
-from coformer.errors import InfeasibleFleetError
+from coformer.errors import ArtifactError, InfeasibleFleetError
 from coformer.executor import Teacher
 from coformer.fleet import DeviceProfile, Fleet, ModelDims, UnitCounts, Workload, estimate
+from coformer.modeling.artifacts import read_config
 
 PAPER = {
     "full": "full model, 1 device",
@@ -130,11 +131,12 @@ def build_methods(
     cores: int,
     single: tuple[str, float] | None,
     calibrated: Path | None,
+    searched: Policy | None,
     recipe: CalibrationConfig,
     wanted: list[str],
 ) -> list[Method]:
     """The ``wanted`` methods' folders: exact ones sliced, baselines calibrated, the searched one as
-    given (only with a calibrated folder)."""
+    given (only with a calibrated folder, whose policy ``searched`` is)."""
     methods = []
     if {"full", "pipe-edge"} & set(wanted):
         full = builder.exact("full", [DeviceShare(name="core0", heads=1.0, neurons=1.0)], sync=1)
@@ -146,7 +148,6 @@ def build_methods(
     if "single-edge" in wanted:
         name, keep = single
         methods.append(builder.calibrated("single-edge", builder.policy([DeviceShare(name=name, heads=1.0, neurons=1.0)], sync=0, keep=keep)))
-    searched = Policy.load(calibrated / "policy.json") if calibrated is not None else None
     searched_budget = f"the calibrate stage: {describe_budget(recipe)}"
     if {"aggregate-edge", "coformer-gateway"} & set(wanted):
         equal = builder.policy(core_shares(cores), sync=0)
@@ -159,6 +160,20 @@ def build_methods(
     if searched is not None:
         methods.append(Method("coformer", calibrated, searched, searched_budget, measurable=len(searched.devices) <= cores))
     return [m for m in methods if m.key in wanted]
+
+
+def searched_policy(folder: Path, canonical) -> Policy:
+    """The calibrated folder's policy, refused unless it was made from the evaluated model's shape
+    and head (another model's sub-models would be scored against the wrong teacher)."""
+    policy = Policy.load(folder / "policy.json")
+    head = read_config(folder / "aggregator", expected="aggregator")[1].head
+    if policy.shape != shape_of(canonical) or head != canonical.head.config:
+        raise ArtifactError(
+            f"{folder} holds a decomposition of another model ({policy.shape.num_layers} blocks, width {policy.shape.hidden_size}, "
+            f"{head.projection} head) than base.model ({canonical.config.num_layers} blocks, width {canonical.config.width}, "
+            f"{canonical.head.config.projection} head): calibrate this model first, or evaluate without that folder"
+        )
+    return policy
 
 
 def same_split(a: Policy, b: Policy) -> bool:

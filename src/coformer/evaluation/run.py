@@ -23,7 +23,7 @@ from coformer.data.prepared import Prepared
 from coformer.decompose import compute_importance
 from coformer.errors import CoFormerError, InfeasibleFleetError
 from coformer.evaluation.config import EvaluateConfig
-from coformer.evaluation.methods import Builder, Method, build_methods, fitting_keep
+from coformer.evaluation.methods import Builder, Method, build_methods, fitting_keep, searched_policy
 from coformer.evaluation.prediction import fleet_rows, paper_rows, predict_measured
 from coformer.evaluation.quality import output_cosine, quality, quality_batch_size, task_of
 from coformer.evaluation.report import write_outputs
@@ -58,6 +58,8 @@ def run_evaluation(
     baselines' folders are built (None: a temporary folder, deleted).
     """
     seq_len = request_length(loaded.canonical.config, config)
+    calibrated = Path(calibrated) if calibrated is not None else None
+    searched = None if calibrated is None else searched_policy(calibrated, loaded.canonical)
     started = time.time()
     console = console or Console()
     out = Path(out)
@@ -70,7 +72,6 @@ def run_evaluation(
     largest = Workload(batch=max(config.batch_sizes), seq_len=seq_len)
     single = single_edge_size(dims, target, largest, cores, config)
     teacher = Teacher(canonical.body, canonical.head).eval().requires_grad_(False)
-    calibrated = Path(calibrated) if calibrated is not None else None
     limit = canonical.config.max_tokens or config.max_length
     with tempfile.TemporaryDirectory(prefix="coformer-evaluate-") as tmp, Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluate: building the baselines", total=None)
@@ -80,7 +81,7 @@ def run_evaluation(
         if config.baseline_budget > 0:
             train = CalibrationData.from_prepared(data, processor, recipe.batch_size, min(recipe.max_length, limit), recipe.seed)
         builder = Builder(loaded, importance, train, recipe, config.baseline_budget, Path(work or tmp))
-        methods = build_methods(builder, cores, single, calibrated, recipe, config.methods)
+        methods = build_methods(builder, cores, single, calibrated, searched, recipe, config.methods)
 
         phases = {"baselines": time.time() - started}
         progress.update(task, description="evaluate: quality against the teacher")
@@ -108,7 +109,7 @@ def run_evaluation(
             "shaping": unavailable or ("tc tbf between network namespaces" if config.links_mbit else "none asked for (evaluate.links_mbit)"),
             "teacher": scores["teacher"],
             "methods": method_metrics(methods, rows, runs, scores, config),
-            "fleet": {r["method"]: r for r in fleet_rows(dims, target, largest, single, next((m.policy for m in methods if m.key == "coformer"), None))},
+            "fleet": {r["method"]: r for r in fleet_rows(dims, target, largest, single, searched)},
             "paper": paper_rows(),
         }
         metrics["targets"] = targets(metrics, config)
