@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from coformer.evaluation import run_evaluation
-from coformer.evaluation.methods import PAPER
-from coformer.evaluation.quality import TASK_METRICS
+from coformer.errors import ArtifactError
+from coformer.evaluation.methods import PAPER, searched_policy
 from coformer.evaluation.summary import series_key
 from coformer.loading import load_model
 from coformer.params import load_params
@@ -40,7 +40,7 @@ console = Console(width=200)
 
 def methods_table(metrics: dict) -> Table:
     table = Table(title="measured per method (median of the timed requests; predicted = cost model on this machine's core profile)")
-    scores = TASK_METRICS[metrics["task"]]
+    scores = metrics["scores"]
     for column in ("method", "series", "latency ms", "p90 ms", "predicted ms (err)", "compute / comm ms", "seq/s", "sent/device", *scores):
         table.add_column(column, justify="left" if column in ("method", "series") else "right")
     for row in metrics["series"]:
@@ -82,9 +82,22 @@ def fleet_table(metrics: dict) -> Table:
     return table
 
 
+def default_calibrated(canonical) -> Path | None:
+    """outputs/calibrate where it is complete and was made from the evaluated model."""
+    folder = ROOT / "outputs" / "calibrate"
+    if not (folder / "aggregator").is_dir():
+        return None
+    try:
+        searched_policy(folder, canonical)
+    except ArtifactError as e:
+        console.print(f"not using {folder}: {e}")
+        return None
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibrated", type=Path, default=None, help="the calibrate stage's folder (default: outputs/calibrate if complete)")
+    parser.add_argument("--calibrated", type=Path, default=None, help="the calibrate stage's folder (default: outputs/calibrate if complete and of this model)")
     parser.add_argument("--profile", type=Path, default=None, help="one core's profile (default: outputs/profile/device.json if present, else measured)")
     parser.add_argument("--fleet", default=None, help="target fleet for the predicted rows (default: base.fleet)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmark-evaluate")
@@ -94,10 +107,10 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     params = load_params(ROOT / "params.yaml", [pair if "." in pair.split("=")[0] else f"evaluate.{pair}" for pair in args.set])
     config, recipe = params.evaluate, params.calibrate
-    calibrated = args.calibrated or next((p for p in [ROOT / "outputs" / "calibrate"] if (p / "aggregator").is_dir()), None)
-    profile = args.profile or next((p for p in [ROOT / "outputs" / "profile" / "device.json"] if p.is_file()), None)
     loaded = load_model(params.base.model)
-    data = read_prepared(None, params, loaded.canonical.config)  # what the prepare stage would write
+    calibrated = args.calibrated or default_calibrated(loaded.canonical)
+    profile = args.profile or next((p for p in [ROOT / "outputs" / "profile" / "device.json"] if p.is_file()), None)
+    data = read_prepared(None, params, loaded.canonical)  # what the prepare stage would write
     console.print(
         f"evaluate: {loaded.name}, {config.devices or len(os.sched_getaffinity(0))} device processes, batches {config.batch_sizes}, "
         f"links loopback + {config.links_mbit} Mbit/s, calibrated folder {calibrated or 'none (no searched row)'}"

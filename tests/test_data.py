@@ -26,6 +26,8 @@ from coformer.data import (
     tokenize,
 )
 from coformer.data.corpus import split_docstring
+from coformer.data.prepared import Prepared, prepare_data
+from coformer.data.sources import load_text_labels
 from coformer.errors import DataError
 
 ROWS = [f"sentence number {i} about topic {i % 3}" for i in range(10)]
@@ -230,3 +232,60 @@ def test_image_folder_loads_and_splits(tmp_path):
     assert calibration[0].size == (8, 8)
     synthetic = {split: np.asarray(load_images("synthetic", split, limit=1, size=8)[0]) for split in SPLITS}
     assert not np.array_equal(synthetic["calibration"], synthetic["evaluation"])
+
+
+# --- labels (classifiers: accuracy and the task loss) ---------------------------------------------
+
+
+LABELLED = [f"number {i} " + "word " * ((7 * i) % 10) for i in range(10)]  # lengths not in the order of i
+
+
+def label_of(text: str) -> int:
+    """A label computable from the text, so alignment can be checked after any shuffle or sort."""
+    return int(text.split()[1]) % 3
+
+
+def write_labelled(path, rows, label=label_of):
+    path.write_text("".join(json.dumps({"text": r, "label": label(r)}) + "\n" for r in rows))
+
+
+def test_labels_stay_with_their_texts_through_split_shuffle_and_files(tmp_path, tokenizer):
+    write_labelled(tmp_path / "data.jsonl", LABELLED)
+    prepared = prepare_data("tokens", str(tmp_path / "data.jsonl"), "text", 3, None, 1, 224, "label")
+    for split in SPLITS:
+        assert [label_of(t) for t in prepared.splits[split]] == prepared.labels[split]
+    assert len(set(prepared.labels["calibration"])) == 3
+    again = Prepared.load(prepared.save(tmp_path / "prepared")[0].parent)
+    assert again.labels == prepared.labels and again.splits == prepared.splits
+    batches = again.batches(tokenizer, "calibration", 3, 16, by_length=True)  # sorted by length: the labels follow
+    texts = sorted(again.splits["calibration"], key=len)
+    assert texts != again.splits["calibration"]
+    assert torch.cat([b["labels"] for b in batches]).tolist() == [label_of(t) for t in texts]
+
+
+def test_image_folder_classes_are_labels(tmp_path):
+    """imagefolder's class sub-folders are its label column; solid red images are class 0, blue 1."""
+    from PIL import Image
+
+    for k, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / f"c{k}").mkdir()
+        for i in range(5):
+            Image.new("RGB", (8, 8), colour).save(tmp_path / f"c{k}" / f"{i}.png")
+    prepared = prepare_data("pixels", str(tmp_path), "text", 0, None, None, 8, "label")
+    for split in SPLITS:
+        assert [int(a[0, 0, 2] > 0) for a in prepared.splits[split]] == prepared.labels[split]
+    again = Prepared.load(prepared.save(tmp_path / "prepared")[0].parent)
+    assert again.labels == prepared.labels and all(np.array_equal(a, b) for a, b in zip(again.splits["evaluation"], prepared.splits["evaluation"]))
+
+
+def test_bad_labels_are_refused_by_name(tmp_path):
+    write_labelled(tmp_path / "data.jsonl", LABELLED)
+    with pytest.raises(DataError, match="builtin corpus has no labels"):
+        prepare_data("tokens", "builtin", "text", 0, 4, 4, 224, "label")
+    with pytest.raises(DataError, match=r"no label field 'class'; available columns: text, label"):
+        prepare_data("tokens", str(tmp_path / "data.jsonl"), "text", 0, None, None, 224, "class")
+    with pytest.raises(DataError, match="'text' holds .*not class ids"):
+        load_text_labels(str(tmp_path / "data.jsonl"), "calibration", None, "text", "text")
+    write_labelled(tmp_path / "unlabelled.jsonl", LABELLED, label=lambda r: -1)
+    with pytest.raises(DataError, match=r"split has unlabelled rows \(label = -1"):
+        prepare_data("tokens", str(tmp_path / "unlabelled.jsonl"), "text", 0, None, None, 224, "label")

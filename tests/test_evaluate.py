@@ -68,6 +68,20 @@ def tiny_image_classifier() -> tuple[LoadedModel, Prepared]:
     return LoadedModel("tiny-vit", "", model, processor, canonicalize(model)), prepare_data("pixels", "builtin", "text", 0, 16, 8, 16)
 
 
+def tiny_text_classifier(folder) -> tuple[LoadedModel, Prepared]:
+    """A tiny random BERT sentence classifier (3 classes) and a labelled JSONL file prepared with data.label_field."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("default"))
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=tokenizer.vocab_size, num_labels=3)
+    model = BertForSequenceClassification(config).eval()
+    texts = load_texts("builtin", "evaluation", limit=40)
+    (folder / "labelled.jsonl").write_text("".join(json.dumps({"text": t, "label": len(t) % 3}) + "\n" for t in texts))
+    data = prepare_data("tokens", str(folder / "labelled.jsonl"), "text", 0, None, None, 224, "label")
+    return LoadedModel("tiny-classifier", "", model, tokenizer, canonicalize(model)), data
+
+
 def equal_split(canonical, folder):
     """An equal two-device s = 0 split saved as a calibrated folder (the searched row)."""
     shares = [DeviceShare(name=f"core{k}", heads=1, neurons=1) for k in range(2)]
@@ -129,6 +143,37 @@ def test_lms_and_classifiers_are_scored_by_their_task(family, tmp_path):
     report = (out / "report.md").read_text()
     assert f"| {' | '.join(scores)} |" in report
     assert ("16 tokens per sequence" if family == "gpt2" else "16 px images (16 patches each)") in report
+
+
+@pytest.mark.slow
+def test_labelled_data_gives_a_classifier_accuracy_beside_the_teachers(tmp_path):
+    loaded, data = tiny_text_classifier(tmp_path)
+    config = EvaluateConfig(
+        methods=["full", "single-edge", "aggregate-edge"], devices=2, batch_sizes=[2], warmup=0, requests=1, links_mbit=[],
+        quality_texts=8, seq_len=16, max_length=16, baseline_budget=0,
+    )
+    metrics = run_evaluation(loaded, None, "default", data, tmp_path / "out", config, CalibrationConfig(), profile=catalog_profile("core", "raspberry-pi-5", "ethernet-1g"))
+    assert metrics["scores"] == ["accuracy", "agreement", "kl", "cosine"]
+    held = data.batches(loaded.processor, "evaluation", 64, 16, limit=8)
+    labels = torch.cat([b["labels"] for b in held])
+    predicted = torch.cat([loaded.model(**{k: v for k, v in b.items() if k != "labels"}).logits.argmax(-1) for b in held])
+    assert metrics["teacher"]["accuracy"] == pytest.approx(float((predicted == labels).float().mean()))  # the original's own
+    assert metrics["methods"]["full"]["accuracy"] == metrics["teacher"]["accuracy"]
+    assert all(0 <= m["accuracy"] <= 1 for m in metrics["methods"].values())
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| accuracy | agreement | kl | cosine |" in report and f"teacher's own: accuracy {metrics['teacher']['accuracy']:.4g}" in report
+
+
+def test_labels_are_refused_where_they_would_be_scored_wrongly(tmp_path):
+    from coformer.stages.inputs import check_labels
+
+    loaded, data = tiny_text_classifier(tmp_path)
+    head = loaded.canonical.head.config
+    check_labels(data, head, "tiny")  # 3 classes, ids 0..2: fine
+    with pytest.raises(CoFormerError, match=r"data.label_field is set but minilm has no classifier head; set data.label_field: null"):
+        check_labels(data, head.model_copy(update={"projection": "none"}), "minilm")
+    with pytest.raises(CoFormerError, match=r"the data has class id 2 but tiny has 2 classes"):
+        check_labels(data, head.model_copy(update={"num_outputs": 2}), "tiny")
 
 
 @pytest.mark.slow

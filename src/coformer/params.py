@@ -53,6 +53,7 @@ class BaseParams(Section):
 class DataParams(Section):
     source: str = "builtin"  # builtin (Python's own documentation) | hub dataset id | local .txt/.jsonl/.csv file or image folder
     text_field: str = "text"  # column holding the text in a dataset or file source
+    label_field: str | None = None  # column of class ids (an image folder's: label): classifiers then report accuracy and may use calibrate.task_weight
     calibration_limit: int | None = Field(default=None, ge=1)  # keep at most this many calibration texts/images (null: all)
     eval_limit: int | None = Field(default=None, ge=1)  # keep at most this many held-out texts and pairs (null: all)
     max_length: int = Field(default=128, ge=1)  # tokens per text when evaluating

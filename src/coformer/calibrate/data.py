@@ -61,9 +61,10 @@ class CalibrationData(L.LightningDataModule):
 
     @classmethod
     def from_prepared(cls, prepared: Prepared, processor, batch_size: int, max_length: int, seed: int = 0) -> CalibrationData:
-        """The prepare stage's calibration split: length-bucketed text batches, or image batches in order."""
+        """The prepare stage's calibration split: length-bucketed text batches, or image batches in
+        order; with their labels where the data has them (the task loss uses them)."""
         if prepared.kind == "tokens":
-            return cls.from_texts(processor, prepared.splits["calibration"], batch_size, max_length, seed)
+            return cls.from_texts(processor, prepared.splits["calibration"], batch_size, max_length, seed, prepared.labels.get("calibration"))
         return cls(prepared.batches(processor, "calibration", batch_size, max_length), seed)
 
     def sample(self, texts: int) -> list[Batch]:

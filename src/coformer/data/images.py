@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from coformer.data.corpus import SPLITS, check_split
-from coformer.data.sources import BUILTIN, choose_split, open_datasets
+from coformer.data.sources import BUILTIN, choose_split, class_labels, first, open_datasets
 from coformer.errors import DataError
 
 SYNTHETIC = "synthetic"
@@ -67,6 +67,22 @@ def load_images(
     if source in (SYNTHETIC, BUILTIN):
         # distinct seeds per split, so calibration and evaluation never share an image
         return synthetic_images(limit or DEFAULT_IMAGE_COUNT, size, seed * len(SPLITS) + SPLITS.index(split))
+    chosen = first(image_split(source, split, seed), limit)
+    column = image_column(chosen)
+    return [row[column] for row in chosen]
+
+
+def load_image_labels(source: str, split: str, limit: int | None, label_field: str, seed: int = 0) -> list[int]:
+    """The class ids of the images ``load_images`` gives for the same arguments, in the same order
+    (an image folder's class sub-folders are its ``label`` column)."""
+    check_split(split)
+    if source in (SYNTHETIC, BUILTIN):
+        raise DataError("data.label_field is set but synthetic images have no labels; give a labelled data.source or set label_field: null")
+    return class_labels(first(image_split(source, split, seed), limit), label_field, split)
+
+
+def image_split(source: str, split: str, seed: int):
+    """One split of a local image folder or a hub image dataset, shuffled from ``seed``."""
     path = Path(source).expanduser()
     if path.is_dir():
         dataset_dict = open_datasets("imagefolder", f"image folder {path}", data_dir=str(path))
@@ -74,10 +90,7 @@ def load_images(
         raise DataError(f"{source!r} is a file; give a folder of images (imagefolder layout) or a hub id")
     else:
         dataset_dict = open_datasets(source, f"hub dataset {source!r}")
-    dataset = choose_split(dataset_dict, split, seed)
-    column = image_column(dataset)
-    chosen = dataset.select(range(min(len(dataset), limit))) if limit is not None else dataset
-    return [row[column] for row in chosen]
+    return choose_split(dataset_dict, split, seed)
 
 
 def image_batches(processor, images: list, batch_size: int = 32) -> list[dict]:

@@ -5,9 +5,10 @@ parameter invalidates ``prepare`` and, through its outputs, exactly the stages t
 
 Layout (one folder):
 
-* ``calibration.jsonl`` / ``evaluation.jsonl`` — one ``{"text": ...}`` per line (text models);
+* ``calibration.jsonl`` / ``evaluation.jsonl`` — one ``{"text": ...}`` per line (text models),
+  with its ``"label"`` (a class id) where ``data.label_field`` names one;
 * ``calibration.safetensors`` / ``evaluation.safetensors`` — one uint8 (H, W, 3) image per key,
-  in order (image models; safetensors, never pickle);
+  in order, and int64 ``labels`` where labelled (image models; safetensors, never pickle);
 * ``pairs.jsonl`` — held-out ``{"module", "query", "document"}`` retrieval pairs (the builtin
   corpus has them; other sources leave it empty).
 """
@@ -15,20 +16,22 @@ Layout (one folder):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from coformer.data.batching import image_batches, text_batches, tokenize
 from coformer.data.corpus import RetrievalPair, load_pairs
-from coformer.data.images import load_images
-from coformer.data.sources import BUILTIN, load_texts
+from coformer.data.images import load_image_labels, load_images
+from coformer.data.sources import BUILTIN, load_text_labels, load_texts
 from coformer.errors import DataError
 
 SPLITS = ("calibration", "evaluation")
 PAIRS = "pairs.jsonl"
+LABELS = "labels"  # the key of an image split's class ids in its safetensors file
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Prepared:
     kind: Literal["tokens", "pixels"]  # what the model takes, as ``SubModelConfig.input_kind`` says
     splits: dict[str, list]  # split -> texts, or uint8 (H, W, 3) images
     pairs: list[RetrievalPair]  # held-out retrieval pairs (empty without a retrieval task)
+    labels: dict[str, list[int]] = field(default_factory=dict)  # split -> a class id per item (empty: unlabelled data)
 
     def files(self, folder: Path) -> list[Path]:
         suffix = ".jsonl" if self.kind == "tokens" else ".safetensors"
@@ -48,10 +52,12 @@ class Prepared:
         folder.mkdir(parents=True, exist_ok=True)
         paths = self.files(folder)
         for split, path in zip(SPLITS, paths):
+            labels = self.labels.get(split)
             if self.kind == "tokens":
-                write_jsonl(path, [{"text": t} for t in self.splits[split]])
+                write_jsonl(path, [{"text": t} | ({} if labels is None else {"label": labels[i]}) for i, t in enumerate(self.splits[split])])
             else:
-                save_file({str(i): image for i, image in enumerate(self.splits[split])}, str(path))
+                tensors = {str(i): image for i, image in enumerate(self.splits[split])}
+                save_file(tensors | ({} if labels is None else {LABELS: np.asarray(labels, dtype=np.int64)}), str(path))
         write_jsonl(paths[-1], [asdict(p) for p in self.pairs])
         return paths
 
@@ -61,29 +67,43 @@ class Prepared:
         kind = "tokens" if (folder / "calibration.jsonl").is_file() else "pixels"
         if kind == "pixels" and not (folder / "calibration.safetensors").is_file():
             raise DataError(f"{folder} holds no prepared data; run the prepare stage (dvc repro prepare) or `coformer prepare`")
-        splits = {}
+        splits, labels = {}, {}
         for split in SPLITS:
             if kind == "tokens":
-                splits[split] = [row["text"] for row in read_jsonl(folder / f"{split}.jsonl")]
+                rows = read_jsonl(folder / f"{split}.jsonl")
+                splits[split] = [row["text"] for row in rows]
+                if rows and "label" in rows[0]:
+                    labels[split] = [row["label"] for row in rows]
             else:
                 from safetensors.numpy import load_file
 
-                images = load_file(str(folder / f"{split}.safetensors"))
-                splits[split] = [images[str(i)] for i in range(len(images))]
+                tensors = load_file(str(folder / f"{split}.safetensors"))
+                if LABELS in tensors:
+                    labels[split] = tensors.pop(LABELS).tolist()
+                splits[split] = [tensors[str(i)] for i in range(len(tensors))]
         pairs = [RetrievalPair(**row) for row in read_jsonl(folder / PAIRS)]
-        return cls(kind, splits, pairs)
+        return cls(kind, splits, pairs, labels)
 
     def batches(
         self, processor, split: str, batch_size: int, max_length: int, limit: int | None = None, by_length: bool = False
     ) -> list[dict]:
-        """Model inputs of the first ``limit`` items of ``split``: tokenised texts or processed pixels.
-        ``by_length`` sorts texts by length first, so batches pad little (the metrics do not change)."""
+        """Model inputs of the first ``limit`` items of ``split``: tokenised texts or processed pixels,
+        with ``labels`` (B,) where the data is labelled. ``by_length`` sorts texts by length first, so
+        batches pad little (the metrics do not change)."""
         items = self.splits[split][:limit]
+        order = sorted(range(len(items)), key=lambda i: len(items[i])) if by_length and self.kind == "tokens" else range(len(items))
+        items = [items[i] for i in order]
         if self.kind == "tokens":
-            return text_batches(processor, sorted(items, key=len) if by_length else items, batch_size, max_length)
-        from PIL import Image
+            batches = text_batches(processor, items, batch_size, max_length)
+        else:
+            from PIL import Image
 
-        return image_batches(processor, [Image.fromarray(a) for a in items], batch_size)
+            batches = image_batches(processor, [Image.fromarray(a) for a in items], batch_size)
+        if split in self.labels:
+            labels = torch.tensor([self.labels[split][i] for i in order])
+            for k, batch in enumerate(batches):
+                batch["labels"] = labels[k * batch_size : (k + 1) * batch_size]
+        return batches
 
     def request(self, processor, batch: int, seq_len: int) -> dict:
         """One timed request: the first ``batch`` held-out items, texts padded to exactly ``seq_len`` tokens."""
@@ -106,16 +126,29 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def prepare_data(
-    kind: str, source: str, text_field: str, seed: int, calibration_limit: int | None, eval_limit: int | None, image_size: int
+    kind: str,
+    source: str,
+    text_field: str,
+    seed: int,
+    calibration_limit: int | None,
+    eval_limit: int | None,
+    image_size: int,
+    label_field: str | None = None,
 ) -> Prepared:
-    """Read the calibration and evaluation splits of ``source`` (retrieval pairs for the builtin corpus)."""
+    """Read the calibration and evaluation splits of ``source`` (retrieval pairs for the builtin
+    corpus; with ``label_field``, every item's class id)."""
     limits = {"calibration": calibration_limit, "evaluation": eval_limit}
+    labels = {}
     if kind == "pixels":
         splits = {
             s: [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in load_images(source, s, limits[s], seed, image_size)]
             for s in SPLITS
         }
-        return Prepared(kind, splits, [])
+        if label_field is not None:
+            labels = {s: load_image_labels(source, s, limits[s], label_field, seed) for s in SPLITS}
+        return Prepared(kind, splits, [], labels)
     splits = {s: load_texts(source, s, limits[s], text_field, seed) for s in SPLITS}
+    if label_field is not None:
+        labels = {s: load_text_labels(source, s, limits[s], text_field, label_field, seed) for s in SPLITS}
     pairs = load_pairs("evaluation", limit=eval_limit) if source == BUILTIN else []
-    return Prepared(kind, splits, pairs)
+    return Prepared(kind, splits, pairs, labels)

@@ -98,6 +98,10 @@ def text_rows(dataset_dict, text_field: str):
     return dataset_dict.filter(is_nonempty, input_columns=[text_field], keep_in_memory=True)
 
 
+def first(dataset, limit: int | None):
+    return dataset.select(range(min(len(dataset), limit))) if limit is not None else dataset
+
+
 def load_texts(
     source: str = BUILTIN,
     split: str = "calibration",
@@ -112,8 +116,34 @@ def load_texts(
         random.Random(seed).shuffle(texts)
         return texts[:limit] if limit is not None else texts
     dataset = choose_split(text_rows(open_text_source(source), text_field), split, seed)
-    chosen = dataset.select(range(min(len(dataset), limit))) if limit is not None else dataset
-    texts = list(chosen[text_field])
+    texts = list(first(dataset, limit)[text_field])
     if not texts:
         raise DataError(f"split {split!r} of {source!r} has no non-empty {text_field!r} texts")
     return texts
+
+
+def load_text_labels(source: str, split: str, limit: int | None, text_field: str, label_field: str, seed: int = 0) -> list[int]:
+    """The class ids of the texts ``load_texts`` gives for the same arguments, in the same order."""
+    check_split(split)
+    if source == BUILTIN:
+        raise DataError("data.label_field is set but the builtin corpus has no labels; give a labelled data.source or set label_field: null")
+    return class_labels(first(choose_split(text_rows(open_text_source(source), text_field), split, seed), limit), label_field, split)
+
+
+def class_labels(dataset, label_field: str, split: str) -> list[int]:
+    """Integer class ids of ``label_field``, refused where the column is missing, is not class ids,
+    or holds unlabelled rows (-1, as hub test splits often do)."""
+    import datasets
+
+    if label_field not in dataset.column_names:
+        raise DataError(f"the data source has no label field {label_field!r}; available columns: {', '.join(dataset.column_names)} (set data.label_field)")
+    feature = dataset.features[label_field]
+    if not (isinstance(feature, datasets.ClassLabel) or (isinstance(feature, datasets.Value) and feature.dtype.startswith("int"))):
+        raise DataError(f"field {label_field!r} holds {feature}, not class ids; set data.label_field to an integer or class-label column")
+    labels = [int(v) for v in dataset[label_field]]
+    if any(v < 0 for v in labels):
+        raise DataError(
+            f"the {split} split has unlabelled rows ({label_field} = -1, as hub test splits often are); give data.source a "
+            "local file or folder whose splits are all labelled"
+        )
+    return labels

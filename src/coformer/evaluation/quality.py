@@ -1,8 +1,8 @@
 """Quality of a method against the teacher, with the metric of the model's kind: output cosine for
 every model (KL for LMs and classifiers), next-token perplexity for LMs, top-1 agreement with the
-teacher for classifiers, and recall@1/@5 on the embedded retrieval pairs. Computed with the
-in-process executor (the runtime reproduces it to 1e-5; its own outputs are compared on the timed
-requests).
+teacher for classifiers (and accuracy where the data has labels), and recall@1/@5 on the embedded
+retrieval pairs. Computed with the in-process executor (the runtime reproduces it to 1e-5; its own
+outputs are compared on the timed requests).
 
 Notation: B batch, T tokens, V vocabulary, C classes. The kind is the head's ``projection``
 ("lm", "classifier" or "none"), never the family name.
@@ -20,12 +20,12 @@ from coformer.evaluation.retrieval import retrieval_recall
 from coformer.executor import Teacher
 
 BY_DEFINITION = ("cosine", "agreement", "kl")  # keys that are 1 (KL: 0) for the teacher itself, not worth reporting beside it
-# What a model's output is for, and the metrics that say how well a student serves it, the one a
-# quality-against-latency front plots first. Lower is better for perplexity and KL.
+# What a model's output is for, and the metrics that say how well a student serves it, the first
+# one measured is what a quality-against-latency front plots. Lower is better for perplexity and KL.
 TASK_METRICS = {
     "embedding": ("cosine", "recall@1", "recall@5"),  # pooled, unprojected: a sentence embedding
     "lm": ("kl", "perplexity", "cosine"),
-    "classifier": ("agreement", "kl", "cosine"),
+    "classifier": ("accuracy", "agreement", "kl", "cosine"),  # accuracy: on labelled data only (data.label_field)
     "states": ("cosine",),  # every position's hidden state (a bare encoder or decoder)
 }
 LOWER_IS_BETTER = ("perplexity", "kl")
@@ -58,6 +58,8 @@ def quality(teacher, model, tokenizer, batches, pairs, max_length: int) -> dict[
         metrics["perplexity"] = perplexity(model, batches)
     if projection == "classifier":
         metrics["agreement"] = 1.0 if model is teacher else top1_agreement(teacher, model, batches)
+        if batches and all("labels" in b for b in batches):
+            metrics["accuracy"] = accuracy(model, batches)
     if pairs and task_of(head) == "embedding":
         recall = retrieval_recall(lambda b: model(b).output, tokenizer, pairs, (1, 5), max_length)
         metrics |= {f"recall@{k}": v for k, v in recall.items()}
@@ -95,6 +97,17 @@ def top1_agreement(teacher, model, batches) -> float:
         agree += int((got == want).sum())
         count += want.numel()
     return agree / count if count else float("nan")
+
+
+@torch.no_grad()
+def accuracy(model, batches) -> float:
+    """Share of labelled inputs whose predicted class is the label: the task metric, for the teacher
+    and every student alike."""
+    right, count = 0, 0
+    for batch in batches:
+        right += int((model(batch).output.argmax(-1) == batch["labels"]).sum())  # (B,) against (B,)
+        count += batch["labels"].numel()
+    return right / count if count else float("nan")
 
 
 def output_cosine(got: torch.Tensor, want: torch.Tensor) -> float:

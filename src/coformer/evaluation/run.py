@@ -25,7 +25,7 @@ from coformer.errors import CoFormerError, InfeasibleFleetError
 from coformer.evaluation.config import EvaluateConfig
 from coformer.evaluation.methods import Builder, Method, build_methods, fitting_keep, searched_policy
 from coformer.evaluation.prediction import fleet_rows, paper_rows, predict_measured
-from coformer.evaluation.quality import output_cosine, quality, quality_batch_size, task_of
+from coformer.evaluation.quality import TASK_METRICS, output_cosine, quality, quality_batch_size, task_of
 from coformer.evaluation.report import write_outputs
 from coformer.evaluation.summary import memory_rows, method_metrics, targets
 from coformer.evaluation.timing import time_methods
@@ -57,14 +57,14 @@ def run_evaluation(
     this machine (the profile stage's device.json; None: measured now); ``work``: where the
     baselines' folders are built (None: a temporary folder, deleted).
     """
-    seq_len = request_length(loaded.canonical.config, config)
+    canonical, processor = loaded.canonical, loaded.processor
+    seq_len = request_length(canonical.config, config)
     calibrated = Path(calibrated) if calibrated is not None else None
-    searched = None if calibrated is None else searched_policy(calibrated, loaded.canonical)
+    searched = None if calibrated is None else searched_policy(calibrated, canonical)
     started = time.time()
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    canonical, processor = loaded.canonical, loaded.processor
     head = canonical.head.config
     cores = config.devices or len(os.sched_getaffinity(0))
     dims = ModelDims.from_canonical(canonical)
@@ -105,6 +105,7 @@ def run_evaluation(
             "seconds": 0.0,
             "devices": cores,
             "task": task_of(head),
+            "scores": [k for k in TASK_METRICS[task_of(head)] if k in scores["teacher"]],  # the task's metrics this data allows
             "request": request_shape(canonical.config, seq_len),
             "shaping": unavailable or ("tc tbf between network namespaces" if config.links_mbit else "none asked for (evaluate.links_mbit)"),
             "teacher": scores["teacher"],

@@ -42,7 +42,7 @@ def run(params: Params, prepared: Path | None, decomposed: Path, out: Path) -> d
     config, data = params.calibrate, params.data
     loaded = load_model(params.base.model)
     canonical, processor = loaded.canonical, loaded.processor
-    prepared = read_prepared(prepared, params, canonical.config)
+    prepared = read_prepared(prepared, params, canonical)
     policy, student = load_student(decomposed, canonical)
     teacher = Teacher(canonical.body, canonical.head).eval().requires_grad_(False)
     limit = canonical.config.max_tokens

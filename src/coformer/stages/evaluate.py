@@ -19,7 +19,7 @@ def run(params: Params, prepared: Path | None, calibrated: Path, fleet: Path | N
     the one-core profile predictions are made for (None: measured now).
     """
     loaded = load_model(params.base.model)
-    data = read_prepared(prepared, params, loaded.canonical.config)
+    data = read_prepared(prepared, params, loaded.canonical)
     with stage_run(params, "evaluate"):
         metrics = run_evaluation(
             loaded, calibrated, fleet or params.base.fleet, data, out, params.evaluate, params.calibrate, profile=device,

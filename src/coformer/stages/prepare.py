@@ -22,6 +22,7 @@ def statistics(prepared: Prepared, tokenizer, max_length: int) -> dict[str, floa
     """Counts per split, and token lengths of the texts with the model's own tokenizer."""
     metrics: dict[str, float] = {f"{split}_items": len(items) for split, items in prepared.splits.items()}
     metrics["evaluation_pairs"] = len(prepared.pairs)
+    metrics |= {f"{split}_classes": len(set(labels)) for split, labels in prepared.labels.items()}
     if prepared.kind == "pixels":
         return metrics | {"image_side_px": float(np.mean([a.shape[0] for a in prepared.splits["calibration"]]))}
     for split, texts in prepared.splits.items():
@@ -44,7 +45,7 @@ def run(params: Params, out: Path, metrics: Path) -> dict:
     config = loaded.canonical.config
     with stage_run(params, "prepare"):
         print(f"prepare: reading {data.source!r} for {loaded.name} ({config.input_kind})", flush=True)
-        prepared = read_prepared(None, params, config)
+        prepared = read_prepared(None, params, loaded.canonical)
         files = prepared.save(out)
         stats = statistics(prepared, loaded.processor, data.max_length)
         metrics.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ def run(params: Params, prepared: Path | None, fleet: Path | None, out: Path, fr
     fleet = read_fleet(fleet, params)
     check_fleet(loaded.canonical, fleet, config)  # fail before any work when nothing can fit
     max_length = min(config.max_length, loaded.canonical.config.max_tokens or config.max_length)
-    batches = read_prepared(prepared, params, loaded.canonical.config).batches(loaded.processor, "calibration", config.texts, max_length, limit=config.texts)
+    batches = read_prepared(prepared, params, loaded.canonical).batches(loaded.processor, "calibration", config.texts, max_length, limit=config.texts)
     with stage_run(params, "search"):
         print(f"search: {config.trials} trials, {loaded.name} on fleet '{fleet.name}' ({len(fleet.devices)} devices)", flush=True)
         result = run_search(loaded.canonical, batches, fleet, config, out, fresh=fresh, on_change="restart", progress=True)
