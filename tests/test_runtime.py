@@ -112,6 +112,16 @@ def test_s0_over_shaped_links_between_namespaces(folders, zygote):
     assert result.sets["half"].bytes_sent[1] < 0.6 * result.sets["x"].bytes_sent[1]  # activations at half the bytes
 
 
+def test_system_tools_are_found_off_a_plain_path(monkeypatch):
+    """ip, tc and sysctl live in sbin, which a plain user's PATH leaves out: looked up there too."""
+    from coformer.runtime.network import SYSTEM_DIRS, tool
+
+    if not any(Path(d, "tc").is_file() for d in SYSTEM_DIRS):
+        pytest.skip("no tc installed in any sbin folder")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert Path(tool("tc")).parent.as_posix() in SYSTEM_DIRS and tool("no-such-tool-here") == "no-such-tool-here"
+
+
 def test_a_wrong_plan_fails_before_any_process_starts(folders):
     with pytest.raises(RuntimeFailure, match="one-device, sync 1 folder"):
         run_plan(plan(folders["s0"][0], mode="pipeline", stages=[2, 1]), {"x": token_inputs()})

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 PREFIX = "cfev"
+SYSTEM_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")  # where ip, tc and sysctl live; a plain shell's PATH may leave them out
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Network:
 
     def prefix(self, rank: int) -> list[str]:
         """Command prefix that starts a process of ``rank`` inside its namespace."""
-        return ["ip", "netns", "exec", self.namespaces[rank]] if self.namespaces else []
+        return [tool("ip"), "netns", "exec", self.namespaces[rank]] if self.namespaces else []
 
     @property
     def label(self) -> str:
@@ -39,15 +40,21 @@ def loopback(ranks: int) -> Network:
     return Network("127.0.0.1", ["lo"] * ranks)
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+def tool(name: str) -> str:
+    """A system tool's absolute path, looked up on PATH and then in the sbin folders (the bare name
+    where it is nowhere: running it then fails, and ``shaping_unavailable`` has said why)."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_DIRS])) or name
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("ip"), *args], check=check, capture_output=True, text=True)
 
 
 def shaping_unavailable() -> str | None:
     """None when namespaces, veths and tbf can be used here, else why not (one line)."""
     if os.geteuid() != 0:
         return "not root: network namespaces and tc need CAP_NET_ADMIN"
-    missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
+    missing = [name for name in ("ip", "tc") if not os.path.isabs(tool(name))]
     if missing:
         return f"no {' or '.join(missing)} command (iproute2) on this machine"
     probe = f"{PREFIX}{os.getpid()}-probe"
@@ -56,24 +63,22 @@ def shaping_unavailable() -> str | None:
     except subprocess.CalledProcessError as e:
         return f"`ip netns add` is not permitted here ({e.stderr.strip()})"
     finally:
-        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+        ip("netns", "del", probe, check=False)
     return None
 
 
 def sweep_stale() -> None:
     """Delete namespaces of ours whose creating process is gone (it was killed before its finally)."""
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    for name in listing:
+    for name in ip("netns", "list", check=False).stdout.split():
         pid = name.removeprefix(PREFIX).split("-")[0]
         if name.startswith(PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            ip("netns", "del", name, check=False)
 
 
 def owned_namespaces(pid: int | None = None) -> list[str]:
     """Namespaces this process (or ``pid``) created and has not deleted yet."""
     tag = f"{PREFIX}{pid or os.getpid()}-"
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    return [name for name in listing if name.startswith(tag)]
+    return [name for name in ip("netns", "list", check=False).stdout.split() if name.startswith(tag)]
 
 
 @contextmanager
@@ -93,12 +98,12 @@ def shaped(ranks: int, rate_mbit: float, burst_kb: int = 32):
             for ns, dev, addr in ((namespaces[0], hub, f"10.77.{r}.1/24"), (namespaces[r], spoke, f"10.77.{r}.2/24")):
                 ip("-n", ns, "addr", "add", addr, "dev", dev)
                 ip("-n", ns, "link", "set", dev, "up")
-                subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", *rate], check=True, capture_output=True)
+                ip("netns", "exec", ns, tool("tc"), "qdisc", "add", "dev", dev, "root", *rate)
             ip("-n", namespaces[r], "route", "add", "default", "via", f"10.77.{r}.1")
         if ranks > 2:  # ranks other than 0 reach each other through the hub
-            subprocess.run(["ip", "netns", "exec", namespaces[0], "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True, capture_output=True)
+            ip("netns", "exec", namespaces[0], tool("sysctl"), "-qw", "net.ipv4.ip_forward=1")
         interfaces = [f"{tag}h1" if ranks > 1 else "lo"] + [f"{tag}s{r}" for r in range(1, ranks)]
         yield Network("10.77.1.1" if ranks > 1 else "127.0.0.1", interfaces, namespaces, rate_mbit)
     finally:
         for ns in namespaces:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            ip("netns", "del", ns, check=False)
