@@ -13,7 +13,7 @@ import torch
 
 from coformer.adapters import canonicalize
 from coformer.calibrate import CalibrationConfig, build_student, save_student
-from coformer.data import load_pairs, load_texts
+from coformer.data import load_pairs, load_texts, synthetic_images
 from coformer.data.prepared import Prepared, prepare_data
 from coformer.decompose import DeviceShare, build_policy, compute_importance, shape_of
 from coformer.errors import CoFormerError
@@ -82,6 +82,20 @@ def tiny_text_classifier(folder) -> tuple[LoadedModel, Prepared]:
     return LoadedModel("tiny-classifier", "", model, tokenizer, canonicalize(model)), data
 
 
+def tiny_labelled_image_classifier(folder) -> tuple[LoadedModel, Prepared]:
+    """A tiny random ViT classifier (3 classes) and an image folder whose class sub-folders are the labels."""
+    from conftest import tiny_vit
+    from transformers import ViTImageProcessor
+
+    for k, image in enumerate(synthetic_images(30, 16, seed=1)):
+        (folder / "images" / f"c{k % 3}").mkdir(parents=True, exist_ok=True)
+        image.save(folder / "images" / f"c{k % 3}" / f"{k}.png")
+    model = tiny_vit(classifier=True)
+    processor = ViTImageProcessor(size={"height": 16, "width": 16})
+    data = prepare_data("pixels", str(folder / "images"), "text", 0, None, None, 16, "label")
+    return LoadedModel("tiny-vit", "", model, processor, canonicalize(model)), data
+
+
 def equal_split(canonical, folder):
     """An equal two-device s = 0 split saved as a calibrated folder (the searched row)."""
     shares = [DeviceShare(name=f"core{k}", heads=1, neurons=1) for k in range(2)]
@@ -146,8 +160,9 @@ def test_lms_and_classifiers_are_scored_by_their_task(family, tmp_path):
 
 
 @pytest.mark.slow
-def test_labelled_data_gives_a_classifier_accuracy_beside_the_teachers(tmp_path):
-    loaded, data = tiny_text_classifier(tmp_path)
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_labelled_data_gives_a_classifier_accuracy_beside_the_teachers(kind, tmp_path):
+    loaded, data = (tiny_text_classifier if kind == "text" else tiny_labelled_image_classifier)(tmp_path)
     config = EvaluateConfig(
         methods=["full", "single-edge", "aggregate-edge"], devices=2, batch_sizes=[2], warmup=0, requests=1, links_mbit=[],
         quality_texts=8, seq_len=16, max_length=16, baseline_budget=0,

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from coformer.data.corpus import SPLITS, check_split
-from coformer.data.sources import BUILTIN, choose_split, class_labels, first, open_datasets
+from coformer.data.sources import BUILTIN, choose_split, class_labels, first_rows, open_datasets
 from coformer.errors import DataError
 
 SYNTHETIC = "synthetic"
@@ -67,7 +67,7 @@ def load_images(
     if source in (SYNTHETIC, BUILTIN):
         # distinct seeds per split, so calibration and evaluation never share an image
         return synthetic_images(limit or DEFAULT_IMAGE_COUNT, size, seed * len(SPLITS) + SPLITS.index(split))
-    chosen = first(image_split(source, split, seed), limit)
+    chosen = first_rows(image_split(source, split, seed), limit)
     column = image_column(chosen)
     return [row[column] for row in chosen]
 
@@ -78,7 +78,7 @@ def load_image_labels(source: str, split: str, limit: int | None, label_field: s
     check_split(split)
     if source in (SYNTHETIC, BUILTIN):
         raise DataError("data.label_field is set but synthetic images have no labels; give a labelled data.source or set label_field: null")
-    return class_labels(first(image_split(source, split, seed), limit), label_field, split)
+    return class_labels(first_rows(image_split(source, split, seed), limit), label_field, split)
 
 
 def image_split(source: str, split: str, seed: int):

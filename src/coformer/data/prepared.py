@@ -112,7 +112,9 @@ class Prepared:
             raise DataError(f"a request of {batch} needs {batch} held-out items, the evaluation split has {len(items)}; raise data.eval_limit")
         if self.kind == "tokens":
             return tokenize(processor, items, seq_len, fixed=True)
-        return self.batches(processor, "evaluation", batch, seq_len, limit=batch)[0]
+        from PIL import Image
+
+        return image_batches(processor, [Image.fromarray(a) for a in items], batch)[0]  # inputs only, never labels
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

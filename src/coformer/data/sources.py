@@ -98,7 +98,8 @@ def text_rows(dataset_dict, text_field: str):
     return dataset_dict.filter(is_nonempty, input_columns=[text_field], keep_in_memory=True)
 
 
-def first(dataset, limit: int | None):
+def first_rows(dataset, limit: int | None):
+    """The first ``limit`` rows of a shuffled split (all of them for None)."""
     return dataset.select(range(min(len(dataset), limit))) if limit is not None else dataset
 
 
@@ -116,7 +117,7 @@ def load_texts(
         random.Random(seed).shuffle(texts)
         return texts[:limit] if limit is not None else texts
     dataset = choose_split(text_rows(open_text_source(source), text_field), split, seed)
-    texts = list(first(dataset, limit)[text_field])
+    texts = list(first_rows(dataset, limit)[text_field])
     if not texts:
         raise DataError(f"split {split!r} of {source!r} has no non-empty {text_field!r} texts")
     return texts
@@ -127,7 +128,7 @@ def load_text_labels(source: str, split: str, limit: int | None, text_field: str
     check_split(split)
     if source == BUILTIN:
         raise DataError("data.label_field is set but the builtin corpus has no labels; give a labelled data.source or set label_field: null")
-    return class_labels(first(choose_split(text_rows(open_text_source(source), text_field), split, seed), limit), label_field, split)
+    return class_labels(first_rows(choose_split(text_rows(open_text_source(source), text_field), split, seed), limit), label_field, split)
 
 
 def class_labels(dataset, label_field: str, split: str) -> list[int]:
