@@ -47,6 +47,22 @@ def tiny_loaded():
     return LoadedModel("tiny", "tiny", model, AutoTokenizer.from_pretrained(resolve("default")), canonicalize(model, "mean", True))
 
 
+def test_rounds_pool_every_timed_request():
+    """Runs of one plan in interleaved rounds become one result: every request counted once."""
+    import numpy as np
+
+    from coformer.runtime.results import RunResult, SetResult
+
+    def run(latencies, rss):
+        s = SetResult("b8-fp32", "fp32", 1, np.array(latencies), np.array(latencies) / 2, np.array([10.0, 20.0]), torch.zeros(1))
+        return RunResult(["d0", "d1"], [0, 1], [4, 4], rss, {"b8-fp32": s}, "loopback", 1.0)
+
+    pooled = RunResult.pooled([run([0.3, 0.5], [100, 200]), run([0.4, 0.2], [150, 120])])
+    s = pooled.sets["b8-fp32"]
+    assert s.latency_s.tolist() == [0.3, 0.5, 0.4, 0.2] and s.median_s == pytest.approx(0.35) and s.compute_s.tolist() == [0.15, 0.25, 0.2, 0.1]
+    assert pooled.rss_bytes == [150, 200] and pooled.seconds == 2.0 and s.bytes_sent.tolist() == [10.0, 20.0]
+
+
 def tiny_lm() -> tuple[LoadedModel, Prepared]:
     """A tiny random GPT-2 LM over the MiniLM vocabulary (a real tokenizer, offline) and real text."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel

@@ -7,7 +7,7 @@ held-out texts padded to ``seq_len`` tokens (or held-out images), the same for e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 
 import torch
 
@@ -34,7 +34,9 @@ def inputs_for(sets: list[RequestSet], requests: dict[int, Inputs]) -> dict[str,
     return {s.name: requests[int(s.name.split("-")[0][1:])] for s in sets}
 
 
-def run_method(method: Method, config: EvaluateConfig, requests: dict[int, Inputs], network: Network, shaped_link: bool, zygote: Zygote) -> RunResult:
+def run_method(
+    method: Method, config: EvaluateConfig, requests: dict[int, Inputs], network: Network, shaped_link: bool, repeats: int, zygote: Zygote
+) -> RunResult:
     sets = series(method, config, shaped_link)
     plan = RuntimePlan(
         folder=str(method.folder),
@@ -44,36 +46,40 @@ def run_method(method: Method, config: EvaluateConfig, requests: dict[int, Input
         devices=len(method.policy.devices),
         sets=sets,
         warmup=config.warmup,
-        repeats=config.requests,
+        repeats=repeats,
     )
     return run_plan(plan, inputs_for(sets, requests), network, config.timeout_s, zygote)
 
 
-def links(config: EvaluateConfig, unavailable: str | None) -> Iterator[float | None]:
-    """None (the loopback), then every shaped rate unless shaping is unavailable."""
-    yield None
-    if unavailable is None:
-        yield from config.links_mbit
-
-
 def time_methods(methods: list[Method], config: EvaluateConfig, requests: dict[int, Inputs], unavailable: str | None, progress) -> list[tuple[Method, float | None, RunResult]]:
-    """Every (method, link) run, all forked from one zygote; ``progress(description)`` is called before each."""
-    results = []
+    """(method, link, result) for every run: the loopback in ``config.rounds`` rounds through the
+    methods, the order reversed each round and every method's requests pooled (a machine whose
+    speed drifts then slows every method alike), then each shaped link once (unless shaping is
+    unavailable). All forked from one zygote; ``progress(description)`` is called before each run."""
+    measured = [m for m in methods if m.measurable]
+    shaped_ones = [m for m in measured if m.key in config.shaped_methods]
+    per_round = math.ceil(config.requests / config.rounds)
     with Zygote() as zygote:
-        for rate in links(config, unavailable):
-            results += time_link(methods, config, requests, rate, progress, zygote)
+        rounds = []
+        for r in range(config.rounds):
+            order = measured[::-1] if r % 2 else measured
+            rounds.append(time_link(order, config, requests, None, per_round, lambda d, r=r: progress(f"{d}, round {r + 1}/{config.rounds}"), zygote))
+        results = [(m, None, RunResult.pooled([runs[m.key] for runs in rounds])) for m in measured]
+        for rate in [] if unavailable else config.links_mbit:
+            runs = time_link(shaped_ones, config, requests, rate, config.requests, progress, zygote)
+            results += [(m, rate, runs[m.key]) for m in shaped_ones]
     return results
 
 
-def time_link(methods: list[Method], config: EvaluateConfig, requests, rate: float | None, progress, zygote: Zygote) -> list:
-    """The methods run on one link: all on the loopback (None), ``shaped_methods`` on a shaped rate."""
-    results = []
-    for method in [m for m in methods if m.measurable and (rate is None or m.key in config.shaped_methods)]:
+def time_link(methods: list[Method], config: EvaluateConfig, requests, rate: float | None, repeats: int, progress, zygote: Zygote) -> dict[str, RunResult]:
+    """Every method of ``methods`` run once on one link (None: the loopback), in their order."""
+    results = {}
+    for method in methods:
         progress(f"{method.key} on {'loopback' if rate is None else f'{rate:g} Mbit/s'}")
         world = len(method.stages) if method.mode == "pipeline" else len(method.policy.devices) + int(method.gateway)
         if rate is None:
-            results.append((method, rate, run_method(method, config, requests, loopback(world), False, zygote)))
+            results[method.key] = run_method(method, config, requests, loopback(world), False, repeats, zygote)
             continue
         with shaped(world, rate) as network:
-            results.append((method, rate, run_method(method, config, requests, network, True, zygote)))
+            results[method.key] = run_method(method, config, requests, network, True, repeats, zygote)
     return results

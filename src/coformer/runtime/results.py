@@ -9,7 +9,7 @@ an upper bound when micro-batches overlap). Communication is the rest of the lat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -49,6 +49,23 @@ class RunResult:
     sets: dict[str, SetResult]
     link: str  # "loopback" or the shaped rate
     seconds: float  # wall time of the whole run, process start-up included
+
+    @classmethod
+    def pooled(cls, runs: list[RunResult]) -> RunResult:
+        """One result from several runs of one plan (rounds interleaved with other plans): their
+        timed requests pooled, the peak memory the highest, the outputs the last run's."""
+        last = runs[-1]
+        sets = {
+            name: replace(
+                s,
+                latency_s=np.concatenate([r.sets[name].latency_s for r in runs]),
+                compute_s=np.concatenate([r.sets[name].compute_s for r in runs]),
+                bytes_sent=np.median(np.stack([r.sets[name].bytes_sent for r in runs]), 0),
+            )
+            for name, s in last.sets.items()
+        }
+        rss = np.max([r.rss_bytes for r in runs], 0).tolist()
+        return replace(last, rss_bytes=rss, sets=sets, seconds=sum(r.seconds for r in runs))
 
 
 def collect(plan: RuntimePlan, reports: list[dict], outputs: dict[str, torch.Tensor], link: str, seconds: float) -> RunResult:
