@@ -112,6 +112,16 @@ def test_s0_over_shaped_links_between_namespaces(folders, zygote):
     assert result.sets["half"].bytes_sent[1] < 0.6 * result.sets["x"].bytes_sent[1]  # activations at half the bytes
 
 
+def test_first_core_rotates_the_devices_over_the_cores():
+    import os
+
+    from coformer.runtime.launch import assign_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    rotated = RuntimePlan(folder="x", sets=[RequestSet(name="x")], devices=2, first_core=1, embed_at_aggregator=True)
+    assert assign_cores(rotated) == [cores[1 % len(cores)], cores[1 % len(cores)], cores[2 % len(cores)]]  # the gateway with device 0
+
+
 def test_system_tools_are_found_off_a_plain_path(monkeypatch):
     """ip, tc and sysctl live in sbin, which a plain user's PATH leaves out: looked up there too."""
     from coformer.runtime.network import SYSTEM_DIRS, tool

@@ -23,7 +23,8 @@ class EvaluateConfig(BaseModel):
     warmup: int = Field(default=2, ge=0)  # untimed requests before every timed series
     requests: int = Field(default=20, ge=1)  # timed requests per method, batch and link (median and p90 over them)
     rounds: int = Field(default=2, ge=1)  # loopback: the requests split over this many rounds through the methods, the order
-    #   reversed each round, then pooled (a drift of this machine's speed then reaches every method alike)
+    #   reversed and every device moved one core on each round, then pooled (a drift of this machine's speed, or a slower
+    #   core, then reaches every method alike)
     micro_batches: int = Field(default=4, ge=1)  # Pipe-Edge stream: a batch cut into this many micro-batches
     links_mbit: list[float] = Field(default=[100.0, 20.0])  # shaped link rates (tc tbf between namespaces), Mbit/s
     shaped_methods: list[Method] = Field(default=SHAPED_DEFAULT)  # methods also timed on the shaped links (others cross no link)

@@ -112,7 +112,7 @@ def markdown(metrics: dict, rows: list[dict], config: EvaluateConfig) -> str:
         "",
         f"{metrics['devices']} device processes, one per core, one torch thread each, over gloo; slow links: {metrics['shaping']}. "
         f"{config.requests} timed requests per series (on the loopback in {config.rounds} rounds through the methods, the order reversed "
-        f"each round, {config.warmup} warm-up each run), {metrics['request']}. "
+        f"and the devices moved one core each round, {config.warmup} warm-up each run), {metrics['request']}. "
         f"Baselines calibrated at {config.baseline_budget:g} of the calibrate section's steps (scaled down to keep the default pipeline short). "
         f"Quality ({metrics['task']} model): {', '.join(scores)} against the teacher"
         + (f" (the teacher's own: {', '.join(f'{k} {v:.4g}' for k, v in teacher.items())})." if teacher else "."),

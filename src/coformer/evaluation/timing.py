@@ -35,7 +35,14 @@ def inputs_for(sets: list[RequestSet], requests: dict[int, Inputs]) -> dict[str,
 
 
 def run_method(
-    method: Method, config: EvaluateConfig, requests: dict[int, Inputs], network: Network, shaped_link: bool, repeats: int, zygote: Zygote
+    method: Method,
+    config: EvaluateConfig,
+    requests: dict[int, Inputs],
+    network: Network,
+    shaped_link: bool,
+    repeats: int,
+    zygote: Zygote,
+    first_core: int = 0,
 ) -> RunResult:
     sets = series(method, config, shaped_link)
     plan = RuntimePlan(
@@ -47,14 +54,16 @@ def run_method(
         sets=sets,
         warmup=config.warmup,
         repeats=repeats,
+        first_core=first_core,
     )
     return run_plan(plan, inputs_for(sets, requests), network, config.timeout_s, zygote)
 
 
 def time_methods(methods: list[Method], config: EvaluateConfig, requests: dict[int, Inputs], unavailable: str | None, progress) -> list[tuple[Method, float | None, RunResult]]:
     """(method, link, result) for every run: the loopback in ``config.rounds`` rounds through the
-    methods, the order reversed each round and every method's requests pooled (a machine whose
-    speed drifts then slows every method alike), then each shaped link once (unless shaping is
+    methods, the order reversed and the devices moved one core on each round, every method's
+    requests pooled (a machine whose speed drifts, or whose cores are unequal, as a shared VM's
+    are, then slows every method alike), then each shaped link once (unless shaping is
     unavailable). All forked from one zygote; ``progress(description)`` is called before each run."""
     measured = [m for m in methods if m.measurable]
     shaped_ones = [m for m in measured if m.key in config.shaped_methods]
@@ -63,7 +72,8 @@ def time_methods(methods: list[Method], config: EvaluateConfig, requests: dict[i
         rounds = []
         for r in range(config.rounds):
             order = measured[::-1] if r % 2 else measured
-            rounds.append(time_link(order, config, requests, None, per_round, lambda d, r=r: progress(f"{d}, round {r + 1}/{config.rounds}"), zygote))
+            label = f", round {r + 1}/{config.rounds}"
+            rounds.append(time_link(order, config, requests, None, per_round, lambda d, label=label: progress(d + label), zygote, first_core=r))
         results = [(m, None, RunResult.pooled([runs[m.key] for runs in rounds])) for m in measured]
         for rate in [] if unavailable else config.links_mbit:
             runs = time_link(shaped_ones, config, requests, rate, config.requests, progress, zygote)
@@ -71,14 +81,17 @@ def time_methods(methods: list[Method], config: EvaluateConfig, requests: dict[i
     return results
 
 
-def time_link(methods: list[Method], config: EvaluateConfig, requests, rate: float | None, repeats: int, progress, zygote: Zygote) -> dict[str, RunResult]:
-    """Every method of ``methods`` run once on one link (None: the loopback), in their order."""
+def time_link(
+    methods: list[Method], config: EvaluateConfig, requests, rate: float | None, repeats: int, progress, zygote: Zygote, first_core: int = 0
+) -> dict[str, RunResult]:
+    """Every method of ``methods`` run once on one link (None: the loopback), in their order, device k
+    on allowed core ``first_core + k``."""
     results = {}
     for method in methods:
         progress(f"{method.key} on {'loopback' if rate is None else f'{rate:g} Mbit/s'}")
         world = len(method.stages) if method.mode == "pipeline" else len(method.policy.devices) + int(method.gateway)
         if rate is None:
-            results[method.key] = run_method(method, config, requests, loopback(world), False, repeats, zygote)
+            results[method.key] = run_method(method, config, requests, loopback(world), False, repeats, zygote, first_core)
             continue
         with shaped(world, rate) as network:
             results[method.key] = run_method(method, config, requests, network, True, repeats, zygote)

@@ -113,10 +113,10 @@ def free_port() -> int:
 
 
 def assign_cores(plan: RuntimePlan) -> list[int]:
-    """Device k on core k (wrapping around); a gateway shares the first device's core."""
+    """Device k on allowed core ``first_core + k`` (wrapping around); a gateway shares the first device's core."""
     cores = sorted(os.sched_getaffinity(0))
     devices = plan.world - int(plan.gateway)
-    per_device = [cores[k % len(cores)] for k in range(devices)]
+    per_device = [cores[(plan.first_core + k) % len(cores)] for k in range(devices)]
     return ([per_device[0]] if plan.gateway else []) + per_device
 
 

@@ -45,6 +45,7 @@ class RuntimePlan(BaseModel):
     warmup: int = Field(default=3, ge=0)  # untimed requests per set
     repeats: int = Field(default=20, ge=1)  # timed requests per set
     devices: int = Field(default=1, ge=1)  # ensemble: sub-models in the folder (pipeline: len(stages))
+    first_core: int = Field(default=0, ge=0)  # device k runs on the (first_core + k)-th allowed core (rotates the cores between runs)
 
     @model_validator(mode="after")
     def _consistent(self) -> RuntimePlan:
