@@ -27,7 +27,7 @@ from coformer.data import (
 )
 from coformer.data.corpus import split_docstring
 from coformer.data.prepared import Prepared, prepare_data
-from coformer.data.sources import load_text_labels
+from coformer.data.sources import load_labelled_texts
 from coformer.errors import DataError
 
 ROWS = [f"sentence number {i} about topic {i % 3}" for i in range(10)]
@@ -285,7 +285,7 @@ def test_bad_labels_are_refused_by_name(tmp_path):
     with pytest.raises(DataError, match=r"no label field 'class'; available columns: text, label"):
         prepare_data("tokens", str(tmp_path / "data.jsonl"), "text", 0, None, None, 224, "class")
     with pytest.raises(DataError, match="'text' holds .*not class ids"):
-        load_text_labels(str(tmp_path / "data.jsonl"), "calibration", None, "text", "text")
+        load_labelled_texts(str(tmp_path / "data.jsonl"), "calibration", None, "text", "text")
     write_labelled(tmp_path / "unlabelled.jsonl", LABELLED, label=lambda r: -1)
     with pytest.raises(DataError, match=r"split has unlabelled rows \(label = -1"):
         prepare_data("tokens", str(tmp_path / "unlabelled.jsonl"), "text", 0, None, None, 224, "label")

@@ -67,18 +67,22 @@ def load_images(
     if source in (SYNTHETIC, BUILTIN):
         # distinct seeds per split, so calibration and evaluation never share an image
         return synthetic_images(limit or DEFAULT_IMAGE_COUNT, size, seed * len(SPLITS) + SPLITS.index(split))
-    chosen = first_rows(image_split(source, split, seed), limit)
-    column = image_column(chosen)
-    return [row[column] for row in chosen]
+    return images_of(first_rows(image_split(source, split, seed), limit))
 
 
-def load_image_labels(source: str, split: str, limit: int | None, label_field: str, seed: int = 0) -> list[int]:
-    """The class ids of the images ``load_images`` gives for the same arguments, in the same order
-    (an image folder's class sub-folders are its ``label`` column)."""
+def load_labelled_images(source: str, split: str, limit: int | None, label_field: str, seed: int = 0) -> tuple[list, list[int]]:
+    """The images ``load_images`` gives for the same arguments and their class ids, read in one
+    pass (an image folder's class sub-folders are its ``label`` column)."""
     check_split(split)
     if source in (SYNTHETIC, BUILTIN):
         raise DataError("data.label_field is set but synthetic images have no labels; give a labelled data.source or set label_field: null")
-    return class_labels(first_rows(image_split(source, split, seed), limit), label_field, split)
+    rows = first_rows(image_split(source, split, seed), limit)
+    return images_of(rows), class_labels(rows, label_field, split)
+
+
+def images_of(rows) -> list:
+    column = image_column(rows)
+    return [row[column] for row in rows]
 
 
 def image_split(source: str, split: str, seed: int):

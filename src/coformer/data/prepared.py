@@ -25,8 +25,8 @@ import torch
 
 from coformer.data.batching import image_batches, text_batches, tokenize
 from coformer.data.corpus import RetrievalPair, load_pairs
-from coformer.data.images import load_image_labels, load_images
-from coformer.data.sources import BUILTIN, load_text_labels, load_texts
+from coformer.data.images import load_images, load_labelled_images
+from coformer.data.sources import BUILTIN, load_labelled_texts, load_texts
 from coformer.errors import DataError
 
 SPLITS = ("calibration", "evaluation")
@@ -93,12 +93,7 @@ class Prepared:
         items = self.splits[split][:limit]
         order = sorted(range(len(items)), key=lambda i: len(items[i])) if by_length and self.kind == "tokens" else range(len(items))
         items = [items[i] for i in order]
-        if self.kind == "tokens":
-            batches = text_batches(processor, items, batch_size, max_length)
-        else:
-            from PIL import Image
-
-            batches = image_batches(processor, [Image.fromarray(a) for a in items], batch_size)
+        batches = text_batches(processor, items, batch_size, max_length) if self.kind == "tokens" else pixel_batches(processor, items, batch_size)
         if split in self.labels:
             labels = torch.tensor([self.labels[split][i] for i in order])
             for k, batch in enumerate(batches):
@@ -112,9 +107,14 @@ class Prepared:
             raise DataError(f"a request of {batch} needs {batch} held-out items, the evaluation split has {len(items)}; raise data.eval_limit")
         if self.kind == "tokens":
             return tokenize(processor, items, seq_len, fixed=True)
-        from PIL import Image
+        return pixel_batches(processor, items, batch)[0]  # inputs only, never labels
 
-        return image_batches(processor, [Image.fromarray(a) for a in items], batch)[0]  # inputs only, never labels
+
+def pixel_batches(processor, arrays: list[np.ndarray], batch_size: int) -> list[dict]:
+    """Prepared uint8 (H, W, 3) images through the model's image processor."""
+    from PIL import Image
+
+    return image_batches(processor, [Image.fromarray(a) for a in arrays], batch_size)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -140,17 +140,18 @@ def prepare_data(
     """Read the calibration and evaluation splits of ``source`` (retrieval pairs for the builtin
     corpus; with ``label_field``, every item's class id)."""
     limits = {"calibration": calibration_limit, "evaluation": eval_limit}
-    labels = {}
     if kind == "pixels":
-        splits = {
-            s: [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in load_images(source, s, limits[s], seed, image_size)]
+        read = {
+            s: load_labelled_images(source, s, limits[s], label_field, seed) if label_field else (load_images(source, s, limits[s], seed, image_size), None)
             for s in SPLITS
         }
-        if label_field is not None:
-            labels = {s: load_image_labels(source, s, limits[s], label_field, seed) for s in SPLITS}
-        return Prepared(kind, splits, [], labels)
-    splits = {s: load_texts(source, s, limits[s], text_field, seed) for s in SPLITS}
-    if label_field is not None:
-        labels = {s: load_text_labels(source, s, limits[s], text_field, label_field, seed) for s in SPLITS}
-    pairs = load_pairs("evaluation", limit=eval_limit) if source == BUILTIN else []
+        splits = {s: [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images] for s, (images, _) in read.items()}
+    else:
+        read = {
+            s: load_labelled_texts(source, s, limits[s], text_field, label_field, seed) if label_field else (load_texts(source, s, limits[s], text_field, seed), None)
+            for s in SPLITS
+        }
+        splits = {s: texts for s, (texts, _) in read.items()}
+    labels = {s: ids for s, (_, ids) in read.items() if ids is not None}
+    pairs = load_pairs("evaluation", limit=eval_limit) if kind == "tokens" and source == BUILTIN else []
     return Prepared(kind, splits, pairs, labels)

@@ -116,19 +116,26 @@ def load_texts(
         texts = builtin_texts(split)
         random.Random(seed).shuffle(texts)
         return texts[:limit] if limit is not None else texts
-    dataset = choose_split(text_rows(open_text_source(source), text_field), split, seed)
-    texts = list(first_rows(dataset, limit)[text_field])
-    if not texts:
-        raise DataError(f"split {split!r} of {source!r} has no non-empty {text_field!r} texts")
-    return texts
+    return list(text_split(source, split, limit, text_field, seed)[text_field])
 
 
-def load_text_labels(source: str, split: str, limit: int | None, text_field: str, label_field: str, seed: int = 0) -> list[int]:
-    """The class ids of the texts ``load_texts`` gives for the same arguments, in the same order."""
+def load_labelled_texts(
+    source: str, split: str, limit: int | None, text_field: str, label_field: str, seed: int = 0
+) -> tuple[list[str], list[int]]:
+    """The texts ``load_texts`` gives for the same arguments and their class ids, read in one pass."""
     check_split(split)
     if source == BUILTIN:
         raise DataError("data.label_field is set but the builtin corpus has no labels; give a labelled data.source or set label_field: null")
-    return class_labels(first_rows(choose_split(text_rows(open_text_source(source), text_field), split, seed), limit), label_field, split)
+    rows = text_split(source, split, limit, text_field, seed)
+    return list(rows[text_field]), class_labels(rows, label_field, split)
+
+
+def text_split(source: str, split: str, limit: int | None, text_field: str, seed: int):
+    """The first ``limit`` rows with a non-empty ``text_field`` of one split of a file, folder or hub source."""
+    rows = first_rows(choose_split(text_rows(open_text_source(source), text_field), split, seed), limit)
+    if len(rows) == 0:
+        raise DataError(f"split {split!r} of {source!r} has no non-empty {text_field!r} texts")
+    return rows
 
 
 def class_labels(dataset, label_field: str, split: str) -> list[int]:

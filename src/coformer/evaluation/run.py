@@ -66,6 +66,7 @@ def run_evaluation(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     head = canonical.head.config
+    kind = task_of(head)  # embedding | lm | classifier | states
     cores = config.devices or len(os.sched_getaffinity(0))
     dims = ModelDims.from_canonical(canonical)
     target = load_fleet(fleet)
@@ -104,8 +105,8 @@ def run_evaluation(
         metrics = {
             "seconds": 0.0,
             "devices": cores,
-            "task": task_of(head),
-            "scores": [k for k in TASK_METRICS[task_of(head)] if k in scores["teacher"]],  # the task's metrics this data allows
+            "task": kind,
+            "scores": [k for k in TASK_METRICS[kind] if k in scores["teacher"]],  # the task's metrics this data allows
             "request": request_shape(canonical.config, seq_len),
             "shaping": unavailable or ("tc tbf between network namespaces" if config.links_mbit else "none asked for (evaluate.links_mbit)"),
             "teacher": scores["teacher"],
